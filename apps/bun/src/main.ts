@@ -1,0 +1,137 @@
+import { FetchHttpClient } from "@effect/platform"
+import { BunRuntime } from "@effect/platform-bun"
+import { EventStore } from "@flymon/core/EventStore"
+import { FlyEvents } from "@flymon/core/FlyEvents"
+import { runPass } from "@flymon/core/Monitor"
+import { Notifier } from "@flymon/core/Notifier"
+import { RetryPolicy } from "@flymon/core/RetryPolicy"
+import { CoreSettings, describeConfigError } from "@flymon/core/Settings"
+import {
+  Cause,
+  Config,
+  ConfigError,
+  Console,
+  Data,
+  Effect,
+  Exit,
+  Layer,
+  Logger,
+  Schedule,
+} from "effect"
+import { layerDatabase } from "./Database.ts"
+import { patientRetry } from "./Policy.ts"
+import { BunSettings } from "./Settings.ts"
+
+const USAGE = `Usage: pnpm --filter bun start [--once] [--dry-run]
+
+  --once      run one pass, then exit (0 on success, 1 if the pass failed)
+  --dry-run   print the Discord messages instead of sending them
+              (printed alerts count as delivered)
+
+Configuration comes from the environment, .env and .env.local; see README.md.`
+
+class ExitCode extends Data.TaggedError("ExitCode")<{ readonly code: number }> {}
+
+const parseArgs = (args: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const flags = { once: false, dryRun: false }
+    for (const arg of args) {
+      if (arg === "--once") flags.once = true
+      else if (arg === "--dry-run") flags.dryRun = true
+      else if (arg === "--help" || arg === "-h") {
+        yield* Console.log(USAGE)
+        return yield* new ExitCode({ code: 0 })
+      } else {
+        yield* Console.error(`unknown argument: ${arg}\n\n${USAGE}`)
+        return yield* new ExitCode({ code: 2 })
+      }
+    }
+    return flags
+  })
+
+const layerServices = (databasePath: string, dryRun: boolean) =>
+  Layer.mergeAll(
+    FlyEvents.Default,
+    EventStore.Default,
+    dryRun ? Notifier.DryRun : Notifier.Default,
+  ).pipe(
+    Layer.provide(
+      Layer.mergeAll(
+        FetchHttpClient.layer,
+        RetryPolicy.layer(patientRetry),
+        layerDatabase(databasePath),
+      ),
+    ),
+  )
+
+const reportPassFailure = (cause: Cause.Cause<unknown>) =>
+  Effect.logError("pass failed; will try again next pass").pipe(
+    Effect.annotateLogs(
+      "error",
+      Cause.isFailType(cause) && cause.error instanceof Error
+        ? cause.error.message
+        : Cause.pretty(cause),
+    ),
+  )
+
+const program = Effect.gen(function* () {
+  const flags = yield* parseArgs(process.argv.slice(2))
+  const [, settings] = yield* Config.all([CoreSettings, BunSettings]).pipe(
+    Effect.catchIf(ConfigError.isConfigError, (error) =>
+      Effect.forEach(describeConfigError(error), (line) =>
+        Console.error(`configuration error: ${line}`),
+      ).pipe(Effect.zipRight(new ExitCode({ code: 2 }))),
+    ),
+  )
+  let passes = 0
+  const pass = Effect.suspend(() => {
+    passes++
+    return runPass.pipe(Effect.annotateLogs("pass", passes))
+  })
+  const work = flags.once
+    ? pass.pipe(
+        Effect.tapErrorCause(reportPassFailure),
+        Effect.mapError(() => new ExitCode({ code: 1 })),
+        Effect.asVoid,
+      )
+    : Effect.log(
+        `polling every ${settings.pollInterval.toString()}; stop with Ctrl+C`,
+      ).pipe(
+        Effect.zipRight(
+          pass.pipe(
+            Effect.catchAllCause(reportPassFailure),
+            Effect.repeat(Schedule.spaced(settings.pollInterval)),
+          ),
+        ),
+        Effect.asVoid,
+      )
+  yield* work.pipe(
+    Effect.provide(layerServices(settings.databasePath, flags.dryRun)),
+    Effect.catchIf(
+      (error): error is Exclude<typeof error, ExitCode> =>
+        !(error instanceof ExitCode),
+      (error) =>
+        Effect.logError("could not start").pipe(
+          Effect.annotateLogs("error", String(error.message)),
+          Effect.zipRight(new ExitCode({ code: 1 })),
+        ),
+    ),
+    Logger.withMinimumLogLevel(settings.logLevel),
+  )
+})
+
+program.pipe(
+  Effect.provide(Logger.logFmt),
+  BunRuntime.runMain({
+    disableErrorReporting: true,
+    teardown: (exit, onExit) => {
+      if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause))
+        return onExit(0)
+      const failure = Cause.failureOption(exit.cause)
+      if (failure._tag === "Some" && failure.value instanceof ExitCode)
+        return onExit(failure.value.code)
+      console.error(Cause.pretty(exit.cause))
+      onExit(1)
+    },
+  }),
+)

@@ -1,0 +1,291 @@
+import { Clock, Effect, Either } from "effect"
+import {
+  eventEmbed,
+  pack,
+  payload,
+  watchingMessage,
+} from "./DiscordMessage.ts"
+import { eventKey, exitDetailsOf, type Machine } from "./Domain.ts"
+import type { MachineEvent } from "./Domain.ts"
+import {
+  EventStore,
+  type MachineRecord,
+  type NewEvent,
+} from "./EventStore.ts"
+import { FlyEvents } from "./FlyEvents.ts"
+import { Notifier } from "./Notifier.ts"
+import { MonitorSettings } from "./Settings.ts"
+
+/** Fly embeds only the newest few events in a machine listing. */
+export const EMBEDDED_TAIL = 5
+/** Machine lists fetched at once; Fly limits each app, not the org. */
+export const APP_CONCURRENCY = 8
+/** How long a pass owns the alerts it is delivering. */
+export const CLAIM_MS = 15 * 60 * 1000
+const CLAIM_BATCH = 100
+const MAX_BATCHES_PER_PASS = 50
+
+const META_BASELINE = "baseline_at"
+const META_WATCHING = "watching_sent_at"
+
+export interface PassSummary {
+  readonly apps: number
+  readonly machines: number
+  readonly running: number
+  readonly skippedMachines: number
+  readonly failedApps: number
+  readonly newEvents: number
+  readonly alertsSent: number
+  readonly baseline: boolean
+  readonly durationMs: number
+}
+
+/**
+ * True when events may have happened between what the store last saw and
+ * the oldest event Fly still embeds: then the full list is worth a request.
+ */
+export const tailMayBeTruncated = (
+  record: MachineRecord | undefined,
+  events: ReadonlyArray<MachineEvent>,
+): boolean => {
+  if (events.length === 0) return false
+  const oldest = Math.min(...events.map((event) => event.timestamp))
+  if (record === undefined || record.lastEventAt === null)
+    return events.length >= EMBEDDED_TAIL
+  return oldest > record.lastEventAt
+}
+
+const isNewer = (
+  record: MachineRecord | undefined,
+  machineId: string,
+  event: MachineEvent,
+) =>
+  record === undefined ||
+  record.lastEventAt === null ||
+  event.timestamp > record.lastEventAt ||
+  (event.timestamp === record.lastEventAt &&
+    eventKey(machineId, event) !== record.lastEventKey)
+
+const toNewEvent = (
+  app: string,
+  machine: Machine,
+  event: MachineEvent,
+): NewEvent => ({
+  key: eventKey(machine.id, event),
+  machineId: machine.id,
+  app,
+  type: event.type,
+  status: event.status,
+  source: event.source,
+  timestamp: event.timestamp,
+  exit: event.type === "exit" ? exitDetailsOf(event.request) : undefined,
+})
+
+const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
+  a !== undefined &&
+  a.app === b.app &&
+  a.name === b.name &&
+  a.region === b.region &&
+  a.size === b.size &&
+  a.state === b.state &&
+  a.lastEventKey === b.lastEventKey &&
+  a.lastEventAt === b.lastEventAt
+
+const mergeEvents = (
+  machineId: string,
+  ...lists: ReadonlyArray<ReadonlyArray<MachineEvent>>
+): ReadonlyArray<MachineEvent> => {
+  const byKey = new Map<string, MachineEvent>()
+  for (const list of lists)
+    for (const event of list) byKey.set(eventKey(machineId, event), event)
+  return [...byKey.values()].sort((a, b) => b.timestamp - a.timestamp)
+}
+
+/** Sends every undelivered alert, oldest first, marking each on success. */
+export const deliverPending = Effect.gen(function* () {
+  const store = yield* EventStore
+  const notifier = yield* Notifier
+  let sent = 0
+  for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch++) {
+    const claimed = yield* store.claimUndelivered({
+      now: yield* Clock.currentTimeMillis,
+      claimMs: CLAIM_MS,
+      limit: CLAIM_BATCH,
+    })
+    if (claimed.length === 0) break
+    const embeds = claimed.map(eventEmbed)
+    const messages = pack(embeds)
+    for (const [index, message] of messages.entries()) {
+      const keys = message.map((i) => claimed[i]!.key)
+      const result = yield* Effect.either(
+        notifier.send(payload({ embeds: message.map((i) => embeds[i]!) })),
+      )
+      if (Either.isLeft(result)) {
+        const unsent = messages
+          .slice(index)
+          .flatMap((rest) => rest.map((i) => claimed[i]!.key))
+        yield* store.release(unsent)
+        return yield* Effect.fail(result.left)
+      }
+      yield* store.markNotified(keys, yield* Clock.currentTimeMillis)
+      sent += keys.length
+    }
+    if (claimed.length < CLAIM_BATCH) break
+  }
+  return sent
+})
+
+/**
+ * One poll pass: list the org's machines, store billing-relevant events not
+ * seen before, and deliver every alert not yet accepted by Discord.
+ */
+export const runPass = Effect.gen(function* () {
+  const startedAt = yield* Clock.currentTimeMillis
+  const { monitoredEvents } = yield* MonitorSettings
+  const monitored = new Set(monitoredEvents)
+  const fly = yield* FlyEvents
+  const store = yield* EventStore
+  const notifier = yield* Notifier
+
+  const baseline = (yield* store.getMeta(META_BASELINE)) === undefined
+  const known = yield* store.machines()
+  const apps = yield* fly.listApps()
+  const listings = yield* Effect.forEach(
+    apps,
+    (app) =>
+      fly.listMachines(app.name).pipe(
+        Effect.map((listing) => ({ app: app.name, ...listing })),
+        Effect.either,
+      ),
+    { concurrency: APP_CONCURRENCY },
+  )
+
+  let machines = 0
+  let running = 0
+  let skippedMachines = 0
+  let failedApps = 0
+  let newEvents = 0
+  for (const listing of listings) {
+    if (Either.isLeft(listing)) {
+      const error = listing.left
+      if (error.reason === "Unauthorized" || error.reason === "Forbidden")
+        return yield* Effect.fail(error)
+      failedApps++
+      yield* Effect.logWarning(
+        "skipping an app this pass: its machines could not be listed",
+      ).pipe(Effect.annotateLogs("error", error.message))
+      continue
+    }
+    const { app } = listing.right
+    skippedMachines += listing.right.skipped.length
+    for (const machine of listing.right.machines) {
+      const now = yield* Clock.currentTimeMillis
+      if (machine.state !== "destroyed") machines++
+      if (machine.state === "started") running++
+      const record = known.get(machine.id)
+      let events = machine.events
+      if (!baseline && tailMayBeTruncated(record, events)) {
+        const full = yield* fly.listEvents(app, machine.id).pipe(
+          Effect.tapError((error) =>
+            Effect.logWarning(
+              "could not fetch the full event list; using the embedded tail",
+            ).pipe(
+              Effect.annotateLogs({
+                app,
+                machine: machine.id,
+                error: error.message,
+              }),
+            ),
+          ),
+          Effect.orElseSucceed((): ReadonlyArray<MachineEvent> => []),
+        )
+        events = mergeEvents(machine.id, events, full)
+      }
+      const fresh = events.filter((event) =>
+        isNewer(record, machine.id, event),
+      )
+      const relevant = fresh
+        .filter((event) => monitored.has(event.type))
+        .map((event) => toNewEvent(app, machine, event))
+      if (relevant.length > 0) {
+        const inserted = yield* store.insertEvents(relevant, { now, baseline })
+        if (!baseline) newEvents += inserted.length
+      }
+      const newest = events.reduce<MachineEvent | undefined>(
+        (best, event) =>
+          best === undefined || event.timestamp > best.timestamp ? event : best,
+        undefined,
+      )
+      const next: MachineRecord = {
+        id: machine.id,
+        app,
+        name: machine.name,
+        region: machine.region,
+        size: machine.size,
+        state: machine.state,
+        lastEventKey:
+          newest === undefined || (record?.lastEventAt ?? -1) > newest.timestamp
+            ? (record?.lastEventKey ?? null)
+            : eventKey(machine.id, newest),
+        lastEventAt: Math.max(
+          record?.lastEventAt ?? -1,
+          newest?.timestamp ?? -1,
+        ) === -1
+          ? null
+          : Math.max(record?.lastEventAt ?? -1, newest?.timestamp ?? -1),
+      }
+      if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
+    }
+  }
+
+  if (baseline) {
+    const now = yield* Clock.currentTimeMillis
+    yield* store.setMeta(META_BASELINE, String(now), now)
+  }
+  if ((yield* store.getMeta(META_WATCHING)) === undefined) {
+    yield* notifier.send(
+      watchingMessage({
+        org: fly.orgSlug,
+        apps: apps.length,
+        machines,
+        running,
+      }),
+    )
+    const now = yield* Clock.currentTimeMillis
+    yield* store.setMeta(META_WATCHING, String(now), now)
+  }
+
+  const counts = {
+    apps: apps.length,
+    machines,
+    running,
+    skippedMachines,
+    failedApps,
+    newEvents,
+    baseline,
+  }
+  const delivered = yield* Effect.either(deliverPending)
+  const durationMs = (yield* Clock.currentTimeMillis) - startedAt
+  const summary: PassSummary = {
+    ...counts,
+    alertsSent: Either.isRight(delivered) ? delivered.right : 0,
+    durationMs,
+  }
+  yield* Effect.log(
+    Either.isRight(delivered) ? "pass done" : "pass done, delivery failed",
+  ).pipe(
+    Effect.annotateLogs({
+      apps: summary.apps,
+      machines: summary.machines,
+      running: summary.running,
+      new_events: summary.newEvents,
+      alerts_sent: summary.alertsSent,
+      skipped_machines: summary.skippedMachines,
+      failed_apps: summary.failedApps,
+      baseline: summary.baseline,
+      duration_ms: summary.durationMs,
+    }),
+  )
+  if (Either.isLeft(delivered)) return yield* Effect.fail(delivered.left)
+  return summary
+}).pipe(Effect.withSpan("Monitor.runPass"))
