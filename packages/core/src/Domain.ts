@@ -107,8 +107,7 @@ export const ListAppsResponse = Schema.Struct({
 export const sizeLabel = (guest: Guest | undefined): string => {
   if (guest === undefined || guest.cpus === undefined) return "unknown"
   const kind = guest.cpu_kind === "performance" ? "performance" : "shared-cpu"
-  const memory =
-    guest.memory_mb === undefined ? "" : ` ${guest.memory_mb}MB`
+  const memory = guest.memory_mb === undefined ? "" : ` ${guest.memory_mb}MB`
   const gpu =
     guest.gpu_kind && guest.gpus ? ` ${guest.gpus}×${guest.gpu_kind}` : ""
   return `${kind}-${guest.cpus}x${memory}${gpu}`

@@ -117,8 +117,9 @@ export class EventStore extends Effect.Service<EventStore>()(
     effect: Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
 
-      const fail = (operation: string) => (cause: SqlError | ParseResult.ParseError) =>
-        new StoreError({ operation, cause })
+      const fail =
+        (operation: string) => (cause: SqlError | ParseResult.ParseError) =>
+          new StoreError({ operation, cause })
 
       const decode =
         <A, I>(schema: Schema.Schema<A, I>, operation: string) =>
@@ -266,7 +267,9 @@ export class EventStore extends Effect.Service<EventStore>()(
       const updateKeys = (
         operation: string,
         keys: ReadonlyArray<string>,
-        statement: (chunk: ReadonlyArray<string>) => Effect.Effect<unknown, SqlError>,
+        statement: (
+          chunk: ReadonlyArray<string>,
+        ) => Effect.Effect<unknown, SqlError>,
       ) =>
         Effect.forEach(
           Chunk.chunksOf(Chunk.fromIterable(keys), IN_CHUNK),
@@ -321,6 +324,30 @@ export class EventStore extends Effect.Service<EventStore>()(
         )
       })
 
+      /** Writes `key` only if absent; true when this call wrote it. */
+      const claimMeta = Effect.fn("EventStore.claimMeta")(function* (
+        key: string,
+        value: string,
+        now: number,
+      ) {
+        const rows = yield* sql`INSERT INTO meta ${sql.insert({
+          key,
+          value,
+          updated_at: now,
+        })} ON CONFLICT (key) DO NOTHING RETURNING key`.pipe(
+          Effect.mapError(fail("write meta")),
+        )
+        return rows.length > 0
+      })
+
+      const deleteMeta = Effect.fn("EventStore.deleteMeta")(function* (
+        key: string,
+      ) {
+        yield* sql`DELETE FROM meta WHERE key = ${key}`.pipe(
+          Effect.mapError(fail("write meta")),
+        )
+      })
+
       return {
         machines,
         saveMachine,
@@ -330,6 +357,8 @@ export class EventStore extends Effect.Service<EventStore>()(
         release,
         getMeta,
         setMeta,
+        claimMeta,
+        deleteMeta,
       } as const
     }),
   },

@@ -8,6 +8,7 @@ import {
   Either,
   ParseResult,
   Redacted,
+  Ref,
   Schema,
 } from "effect"
 import { App, ListAppsResponse, Machine, MachineEvent } from "./Domain.ts"
@@ -151,11 +152,14 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
         ),
       )
 
+      // Every attempt counts: a Worker invocation pays for retries too.
+      const requests = yield* Ref.make(0)
+
       const getJson = (path: string, params: Record<string, string> = {}) => {
         const query = new URLSearchParams(params).toString()
         const shown = query ? `GET ${path}?${query}` : `GET ${path}`
-        const attempt = client
-          .get(path, { urlParams: params })
+        const attempt = Ref.update(requests, (n) => n + 1)
+          .pipe(Effect.zipRight(client.get(path, { urlParams: params })))
           .pipe(
             Effect.mapError(
               (cause) =>
@@ -235,9 +239,9 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
           const app = decodeApp(raw)
           if (Either.isRight(app)) apps.push(app.right)
           else
-            yield* Effect.logWarning("skipping an app: unexpected payload").pipe(
-              Effect.annotateLogs("error", app.left.message),
-            )
+            yield* Effect.logWarning(
+              "skipping an app: unexpected payload",
+            ).pipe(Effect.annotateLogs("error", app.left.message))
         }
         return apps
       })
@@ -288,7 +292,9 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
           const event = decodeEvent(raw)
           if (Either.isRight(event)) events.push(event.right)
           else
-            yield* Effect.logWarning("skipping an event: unexpected payload").pipe(
+            yield* Effect.logWarning(
+              "skipping an event: unexpected payload",
+            ).pipe(
               Effect.annotateLogs({
                 app,
                 machine: machineId,
@@ -299,7 +305,14 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
         return events
       })
 
-      return { orgSlug: settings.orgSlug, listApps, listMachines, listEvents }
+      return {
+        orgSlug: settings.orgSlug,
+        listApps,
+        listMachines,
+        listEvents,
+        /** HTTP requests sent to Fly so far by this service instance. */
+        requestsMade: Ref.get(requests),
+      }
     }),
   },
 ) {}

@@ -6,9 +6,7 @@ import { Effect } from "effect"
  * Turns the shared `migrations/NNNN_name.sql` files into an Effect migrator
  * loader, so SQLite runs exactly the statements wrangler applies to D1.
  */
-export const fromSqlFiles = (
-  files: Record<string, string>,
-): Migrator.Loader =>
+export const fromSqlFiles = (files: Record<string, string>): Migrator.Loader =>
   Effect.succeed(
     Object.entries(files)
       .flatMap(([file, text]) => {

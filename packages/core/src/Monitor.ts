@@ -1,17 +1,8 @@
 import { Clock, Effect, Either } from "effect"
-import {
-  eventEmbed,
-  pack,
-  payload,
-  watchingMessage,
-} from "./DiscordMessage.ts"
+import { eventEmbed, pack, payload, watchingMessage } from "./DiscordMessage.ts"
 import { eventKey, exitDetailsOf, type Machine } from "./Domain.ts"
 import type { MachineEvent } from "./Domain.ts"
-import {
-  EventStore,
-  type MachineRecord,
-  type NewEvent,
-} from "./EventStore.ts"
+import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
 import { FlyEvents } from "./FlyEvents.ts"
 import { Notifier } from "./Notifier.ts"
 import { MonitorSettings } from "./Settings.ts"
@@ -27,15 +18,21 @@ const MAX_BATCHES_PER_PASS = 50
 
 const META_BASELINE = "baseline_at"
 const META_WATCHING = "watching_sent_at"
+const META_APP_CURSOR = "app_cursor"
 
 export interface PassSummary {
   readonly apps: number
+  readonly appsPolled: number
   readonly machines: number
   readonly running: number
+  /** Machines whose payload did not decode. */
   readonly skippedMachines: number
+  /** Machines left for the next pass because the request budget ran out. */
+  readonly deferredMachines: number
   readonly failedApps: number
   readonly newEvents: number
   readonly alertsSent: number
+  readonly flyRequests: number
   readonly baseline: boolean
   readonly durationMs: number
 }
@@ -91,6 +88,40 @@ const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
   a.lastEventKey === b.lastEventKey &&
   a.lastEventAt === b.lastEventAt
 
+const newestOf = (events: ReadonlyArray<MachineEvent>) =>
+  events.reduce<MachineEvent | undefined>(
+    (best, event) =>
+      best === undefined || event.timestamp > best.timestamp ? event : best,
+    undefined,
+  )
+
+/** The machine as the store should remember it after this pass. */
+const nextRecord = (
+  app: string,
+  machine: Machine,
+  record: MachineRecord | undefined,
+  events: ReadonlyArray<MachineEvent>,
+): MachineRecord => {
+  const newest = newestOf(events)
+  const advance =
+    newest !== undefined &&
+    (record?.lastEventAt === null ||
+      record?.lastEventAt === undefined ||
+      newest.timestamp >= record.lastEventAt)
+  return {
+    id: machine.id,
+    app,
+    name: machine.name,
+    region: machine.region,
+    size: machine.size,
+    state: machine.state,
+    lastEventKey: advance
+      ? eventKey(machine.id, newest)
+      : (record?.lastEventKey ?? null),
+    lastEventAt: advance ? newest.timestamp : (record?.lastEventAt ?? null),
+  }
+}
+
 const mergeEvents = (
   machineId: string,
   ...lists: ReadonlyArray<ReadonlyArray<MachineEvent>>
@@ -135,157 +166,194 @@ export const deliverPending = Effect.gen(function* () {
   return sent
 })
 
+export interface PassOptions {
+  /**
+   * The most Fly requests this pass may send (a Worker invocation pays for
+   * every subrequest). Apps that do not fit wait for the next pass, taken
+   * in turn from a cursor kept in the store. Unlimited when absent.
+   */
+  readonly flyRequestBudget?: number
+}
+
+/** Requests kept back from app listings for full event lists. */
+const BACKFILL_RESERVE = 5
+
+/**
+ * The apps to poll this pass, in name order from `cursor` and wrapping
+ * round, and the cursor for the next pass (undefined once all fit).
+ */
+export const selectApps = (
+  names: ReadonlyArray<string>,
+  cursor: string | undefined,
+  count: number,
+): {
+  readonly apps: ReadonlyArray<string>
+  readonly next: string | undefined
+} => {
+  const sorted = [...names].sort()
+  if (count >= sorted.length) return { apps: sorted, next: undefined }
+  const found =
+    cursor === undefined ? 0 : sorted.findIndex((name) => name >= cursor)
+  const start = found === -1 ? 0 : found
+  const apps = Array.from(
+    { length: count },
+    (_, i) => sorted[(start + i) % sorted.length]!,
+  )
+  return { apps, next: sorted[(start + count) % sorted.length] }
+}
+
 /**
  * One poll pass: list the org's machines, store billing-relevant events not
  * seen before, and deliver every alert not yet accepted by Discord.
  */
-export const runPass = Effect.gen(function* () {
-  const startedAt = yield* Clock.currentTimeMillis
-  const { monitoredEvents } = yield* MonitorSettings
-  const monitored = new Set(monitoredEvents)
-  const fly = yield* FlyEvents
-  const store = yield* EventStore
-  const notifier = yield* Notifier
+export const runPassWith = (options: PassOptions) =>
+  Effect.gen(function* () {
+    const startedAt = yield* Clock.currentTimeMillis
+    const { monitoredEvents } = yield* MonitorSettings
+    const monitored = new Set(monitoredEvents)
+    const fly = yield* FlyEvents
+    const store = yield* EventStore
+    const notifier = yield* Notifier
+    const requestsBefore = yield* fly.requestsMade
+    const budget = options.flyRequestBudget ?? Number.POSITIVE_INFINITY
+    const flyRequests = Effect.map(fly.requestsMade, (n) => n - requestsBefore)
 
-  const baseline = (yield* store.getMeta(META_BASELINE)) === undefined
-  const known = yield* store.machines()
-  const apps = yield* fly.listApps()
-  const listings = yield* Effect.forEach(
-    apps,
-    (app) =>
-      fly.listMachines(app.name).pipe(
-        Effect.map((listing) => ({ app: app.name, ...listing })),
-        Effect.either,
-      ),
-    { concurrency: APP_CONCURRENCY },
-  )
+    const baseline = (yield* store.getMeta(META_BASELINE)) === undefined
+    const known = yield* store.machines()
+    const allApps = yield* fly.listApps()
+    const cursor = yield* store.getMeta(META_APP_CURSOR)
+    const selection = selectApps(
+      allApps.map((app) => app.name),
+      cursor,
+      Math.max(1, Math.floor(budget - 1 - BACKFILL_RESERVE)),
+    )
+    const listings = yield* Effect.forEach(
+      selection.apps,
+      (app) =>
+        fly.listMachines(app).pipe(
+          Effect.map((listing) => ({ app, ...listing })),
+          Effect.either,
+        ),
+      { concurrency: APP_CONCURRENCY },
+    )
 
-  let machines = 0
-  let running = 0
-  let skippedMachines = 0
-  let failedApps = 0
-  let newEvents = 0
-  for (const listing of listings) {
-    if (Either.isLeft(listing)) {
-      const error = listing.left
-      if (error.reason === "Unauthorized" || error.reason === "Forbidden")
-        return yield* Effect.fail(error)
-      failedApps++
-      yield* Effect.logWarning(
-        "skipping an app this pass: its machines could not be listed",
-      ).pipe(Effect.annotateLogs("error", error.message))
-      continue
-    }
-    const { app } = listing.right
-    skippedMachines += listing.right.skipped.length
-    for (const machine of listing.right.machines) {
-      const now = yield* Clock.currentTimeMillis
-      if (machine.state !== "destroyed") machines++
-      if (machine.state === "started") running++
-      const record = known.get(machine.id)
-      let events = machine.events
-      if (!baseline && tailMayBeTruncated(record, events)) {
-        const full = yield* fly.listEvents(app, machine.id).pipe(
-          Effect.tapError((error) =>
-            Effect.logWarning(
-              "could not fetch the full event list; using the embedded tail",
-            ).pipe(
-              Effect.annotateLogs({
-                app,
-                machine: machine.id,
-                error: error.message,
-              }),
+    let machines = 0
+    let running = 0
+    let skippedMachines = 0
+    let deferredMachines = 0
+    let failedApps = 0
+    let newEvents = 0
+    for (const listing of listings) {
+      if (Either.isLeft(listing)) {
+        const error = listing.left
+        if (error.reason === "Unauthorized" || error.reason === "Forbidden")
+          return yield* Effect.fail(error)
+        failedApps++
+        yield* Effect.logWarning(
+          "skipping an app this pass: its machines could not be listed",
+        ).pipe(Effect.annotateLogs("error", error.message))
+        continue
+      }
+      const { app } = listing.right
+      skippedMachines += listing.right.skipped.length
+      for (const machine of listing.right.machines) {
+        const now = yield* Clock.currentTimeMillis
+        if (machine.state !== "destroyed") machines++
+        if (machine.state === "started") running++
+        const record = known.get(machine.id)
+        let events = machine.events
+        if (!baseline && tailMayBeTruncated(record, events)) {
+          if ((yield* flyRequests) >= budget) {
+            // Left untouched, the machine is compared afresh next pass.
+            deferredMachines++
+            continue
+          }
+          const full = yield* fly.listEvents(app, machine.id).pipe(
+            Effect.tapError((error) =>
+              Effect.logWarning(
+                "could not fetch the full event list; using the embedded tail",
+              ).pipe(
+                Effect.annotateLogs({
+                  app,
+                  machine: machine.id,
+                  error: error.message,
+                }),
+              ),
             ),
-          ),
-          Effect.orElseSucceed((): ReadonlyArray<MachineEvent> => []),
-        )
-        events = mergeEvents(machine.id, events, full)
+            Effect.orElseSucceed((): ReadonlyArray<MachineEvent> => []),
+          )
+          events = mergeEvents(machine.id, events, full)
+        }
+        const relevant = events
+          .filter((event) => isNewer(record, machine.id, event))
+          .filter((event) => monitored.has(event.type))
+          .map((event) => toNewEvent(app, machine, event))
+        if (relevant.length > 0) {
+          const inserted = yield* store.insertEvents(relevant, {
+            now,
+            baseline,
+          })
+          if (!baseline) newEvents += inserted.length
+        }
+        const next = nextRecord(app, machine, record, events)
+        if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
       }
-      const fresh = events.filter((event) =>
-        isNewer(record, machine.id, event),
-      )
-      const relevant = fresh
-        .filter((event) => monitored.has(event.type))
-        .map((event) => toNewEvent(app, machine, event))
-      if (relevant.length > 0) {
-        const inserted = yield* store.insertEvents(relevant, { now, baseline })
-        if (!baseline) newEvents += inserted.length
-      }
-      const newest = events.reduce<MachineEvent | undefined>(
-        (best, event) =>
-          best === undefined || event.timestamp > best.timestamp ? event : best,
-        undefined,
-      )
-      const next: MachineRecord = {
-        id: machine.id,
-        app,
-        name: machine.name,
-        region: machine.region,
-        size: machine.size,
-        state: machine.state,
-        lastEventKey:
-          newest === undefined || (record?.lastEventAt ?? -1) > newest.timestamp
-            ? (record?.lastEventKey ?? null)
-            : eventKey(machine.id, newest),
-        lastEventAt: Math.max(
-          record?.lastEventAt ?? -1,
-          newest?.timestamp ?? -1,
-        ) === -1
-          ? null
-          : Math.max(record?.lastEventAt ?? -1, newest?.timestamp ?? -1),
-      }
-      if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
     }
-  }
 
-  if (baseline) {
     const now = yield* Clock.currentTimeMillis
-    yield* store.setMeta(META_BASELINE, String(now), now)
-  }
-  if ((yield* store.getMeta(META_WATCHING)) === undefined) {
-    yield* notifier.send(
-      watchingMessage({
-        org: fly.orgSlug,
-        apps: apps.length,
-        machines,
-        running,
+    if (baseline) yield* store.setMeta(META_BASELINE, String(now), now)
+    if ((selection.next ?? "") !== (cursor ?? ""))
+      yield* store.setMeta(META_APP_CURSOR, selection.next ?? "", now)
+    // Claimed before sending, so two first passes at once send it once; a
+    // failed send gives the claim back for the next pass.
+    if (yield* store.claimMeta(META_WATCHING, String(now), now)) {
+      yield* notifier
+        .send(
+          watchingMessage({
+            org: fly.orgSlug,
+            apps: allApps.length,
+            machines,
+            running,
+          }),
+        )
+        .pipe(Effect.tapError(() => store.deleteMeta(META_WATCHING)))
+    }
+
+    const delivered = yield* Effect.either(deliverPending)
+    const summary: PassSummary = {
+      apps: allApps.length,
+      appsPolled: selection.apps.length,
+      machines,
+      running,
+      skippedMachines,
+      deferredMachines,
+      failedApps,
+      newEvents,
+      alertsSent: Either.isRight(delivered) ? delivered.right : 0,
+      flyRequests: yield* flyRequests,
+      baseline,
+      durationMs: (yield* Clock.currentTimeMillis) - startedAt,
+    }
+    yield* Effect.log(
+      Either.isRight(delivered) ? "pass done" : "pass done, delivery failed",
+    ).pipe(
+      Effect.annotateLogs({
+        apps: summary.apps,
+        apps_polled: summary.appsPolled,
+        machines: summary.machines,
+        running: summary.running,
+        new_events: summary.newEvents,
+        alerts_sent: summary.alertsSent,
+        skipped_machines: summary.skippedMachines,
+        deferred_machines: summary.deferredMachines,
+        failed_apps: summary.failedApps,
+        fly_requests: summary.flyRequests,
+        baseline: summary.baseline,
+        duration_ms: summary.durationMs,
       }),
     )
-    const now = yield* Clock.currentTimeMillis
-    yield* store.setMeta(META_WATCHING, String(now), now)
-  }
+    if (Either.isLeft(delivered)) return yield* Effect.fail(delivered.left)
+    return summary
+  }).pipe(Effect.withSpan("Monitor.runPass"))
 
-  const counts = {
-    apps: apps.length,
-    machines,
-    running,
-    skippedMachines,
-    failedApps,
-    newEvents,
-    baseline,
-  }
-  const delivered = yield* Effect.either(deliverPending)
-  const durationMs = (yield* Clock.currentTimeMillis) - startedAt
-  const summary: PassSummary = {
-    ...counts,
-    alertsSent: Either.isRight(delivered) ? delivered.right : 0,
-    durationMs,
-  }
-  yield* Effect.log(
-    Either.isRight(delivered) ? "pass done" : "pass done, delivery failed",
-  ).pipe(
-    Effect.annotateLogs({
-      apps: summary.apps,
-      machines: summary.machines,
-      running: summary.running,
-      new_events: summary.newEvents,
-      alerts_sent: summary.alertsSent,
-      skipped_machines: summary.skippedMachines,
-      failed_apps: summary.failedApps,
-      baseline: summary.baseline,
-      duration_ms: summary.durationMs,
-    }),
-  )
-  if (Either.isLeft(delivered)) return yield* Effect.fail(delivered.left)
-  return summary
-}).pipe(Effect.withSpan("Monitor.runPass"))
+export const runPass = runPassWith({})

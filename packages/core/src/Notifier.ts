@@ -175,7 +175,9 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
       yield* attempt(body).pipe(
         Effect.tapError((error) =>
           shouldRetry(error)
-            ? Effect.logWarning(`Discord send will be retried: ${error.message}`)
+            ? Effect.logWarning(
+                `Discord send will be retried: ${error.message}`,
+              )
             : Effect.void,
         ),
         Effect.retry({ schedule, while: shouldRetry }),
