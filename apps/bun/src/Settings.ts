@@ -44,5 +44,7 @@ export const PollInterval = Config.string("POLL_INTERVAL").pipe(
 export const BunSettings = Config.all({
   databasePath: DatabasePath,
   pollInterval: PollInterval,
-  logLevel: Config.logLevel("LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+  logLevel: Config.logLevel("LOG_LEVEL").pipe(
+    Config.withDefault(LogLevel.Info),
+  ),
 })

@@ -30,7 +30,9 @@ const USAGE = `Usage: pnpm --filter bun start [--once] [--dry-run]
 
 Configuration comes from the environment, .env and .env.local; see README.md.`
 
-class ExitCode extends Data.TaggedError("ExitCode")<{ readonly code: number }> {}
+class ExitCode extends Data.TaggedError("ExitCode")<{
+  readonly code: number
+}> {}
 
 const parseArgs = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
@@ -80,7 +82,15 @@ const program = Effect.gen(function* () {
     Effect.catchIf(ConfigError.isConfigError, (error) =>
       Effect.forEach(describeConfigError(error), (line) =>
         Console.error(`configuration error: ${line}`),
-      ).pipe(Effect.zipRight(new ExitCode({ code: 2 }))),
+      ).pipe(
+        Effect.zipRight(
+          Console.error(
+            "Set the variables in apps/bun/.env.local (see README.md), " +
+              "or try the simulated org with `pnpm demo`.",
+          ),
+        ),
+        Effect.zipRight(new ExitCode({ code: 2 })),
+      ),
     ),
   )
   let passes = 0

@@ -1,0 +1,174 @@
+import { FakeDiscord } from "@flymon/testkit/FakeDiscord"
+import { FakeFly, type FakeEvent } from "@flymon/testkit/FakeFly"
+import {
+  createDemoOrg,
+  demoMachines,
+  demoOrg,
+  demoTicks,
+} from "@flymon/testkit/scenario"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { afterEach, assert, beforeEach, describe, it } from "vitest"
+import { runCli } from "./cli.ts"
+
+const FLY_TOKEN = "FlyV1 fm2_e2e-secret-macaroon"
+const WEBHOOK_TOKEN = "e2e-secret-webhook-token"
+const HINT =
+  "Set the variables in apps/bun/.env.local (see README.md), " +
+  "or try the simulated org with `pnpm demo`."
+const BILLING = new Set(["start", "stop", "exit"])
+
+let fly: FakeFly
+let discord: FakeDiscord
+let dir: string
+
+beforeEach(async () => {
+  fly = await FakeFly.start({ token: FLY_TOKEN, org: demoOrg })
+  discord = await FakeDiscord.start()
+  dir = mkdtempSync(join(tmpdir(), "flymon-e2e-"))
+})
+
+afterEach(async () => {
+  await Promise.all([fly.stop(), discord.stop()])
+  rmSync(dir, { recursive: true, force: true })
+})
+
+const env = () => ({
+  FLY_API_TOKEN: FLY_TOKEN,
+  FLY_ORG_SLUG: demoOrg,
+  FLY_API_BASE_URL: fly.url,
+  DISCORD_WEBHOOK_URL: discord.webhookUrl("777", WEBHOOK_TOKEN),
+  DATABASE_PATH: join(dir, "nested", "monitor.db"),
+  LOG_LEVEL: "Debug",
+})
+
+const keyOf = (machineId: string, e: FakeEvent) =>
+  e.id ?? `${machineId}:${e.timestamp}:${e.type}:${e.status}:${e.source}`
+
+const allEvents = () =>
+  Object.values(demoMachines).flatMap((id) =>
+    fly.history(id).map((event) => ({ id, event })),
+  )
+
+const postedKeys = () =>
+  discord.messages.flatMap((m) =>
+    (m.embeds ?? []).map((e: { footer: { text: string } }) =>
+      e.footer.text.replace(/^event /, ""),
+    ),
+  )
+
+describe("the Bun runner, end to end", () => {
+  it("announces every new billing event exactly once across runs", async () => {
+    createDemoOrg(fly)
+    const output: Array<string> = []
+    const once = async () => {
+      const result = await runCli(["--once"], env(), { cwd: dir })
+      output.push(result.stdout, result.stderr)
+      assert.strictEqual(result.code, 0, result.stderr + result.stdout)
+    }
+
+    await once()
+    assert.strictEqual(discord.messages.length, 1)
+    assert.match(
+      discord.messages[0]!.content!,
+      /^Now watching org `demo-org`: 3 apps, 5 machines, 2 running\./,
+    )
+
+    const expected: Array<string> = []
+    for (const tick of demoTicks) {
+      const before = new Set(
+        allEvents().map(({ id, event }) => keyOf(id, event)),
+      )
+      tick.apply(fly)
+      const added = allEvents()
+        .filter(({ id, event }) => !before.has(keyOf(id, event)))
+        .filter(({ event }) => BILLING.has(event.type))
+        .sort((a, b) => a.event.timestamp - b.event.timestamp)
+      const sentBefore = discord.requests.length
+      await once()
+      expected.push(...added.map(({ id, event }) => keyOf(id, event)))
+      assert.sameMembers(postedKeys(), expected, tick.label)
+      if (added.length === 0)
+        assert.strictEqual(discord.requests.length, sentBefore, tick.label)
+    }
+
+    // A restart with nothing new sends nothing at all.
+    const sentBefore = discord.requests.length
+    await once()
+    assert.strictEqual(discord.requests.length, sentBefore)
+    assert.strictEqual(new Set(postedKeys()).size, postedKeys().length)
+    assert.strictEqual(postedKeys().length, 12)
+
+    const everything = output.join("\n") + JSON.stringify(discord.messages)
+    for (const secret of ["e2e-secret-macaroon", WEBHOOK_TOKEN])
+      assert.notInclude(everything, secret)
+    assert.match(output.join("\n"), /pass done.*new_events=/)
+  })
+
+  it("names every missing variable and exits 2", async () => {
+    const result = await runCli(
+      ["--once"],
+      {
+        DATABASE_PATH: join(dir, "x.db"),
+      },
+      { cwd: dir },
+    )
+    assert.strictEqual(result.code, 2)
+    assert.deepStrictEqual(result.stderr.trim().split("\n"), [
+      "configuration error: FLY_API_TOKEN: missing (required)",
+      "configuration error: FLY_ORG_SLUG: missing (required)",
+      "configuration error: DISCORD_WEBHOOK_URL: missing (required)",
+      HINT,
+    ])
+  })
+
+  it("rejects a bad interval and URL without echoing the webhook", async () => {
+    const result = await runCli(
+      ["--once"],
+      {
+        ...env(),
+        POLL_INTERVAL: "soon",
+        DISCORD_WEBHOOK_URL: `not a url ${WEBHOOK_TOKEN}`,
+      },
+      { cwd: dir },
+    )
+    assert.strictEqual(result.code, 2)
+    assert.deepStrictEqual(result.stderr.trim().split("\n"), [
+      "configuration error: DISCORD_WEBHOOK_URL: invalid: expected an http(s) URL (value not shown: it is a secret)",
+      'configuration error: POLL_INTERVAL: invalid: expected a duration such as "60 seconds", "30s" or "5m", got "soon"',
+      HINT,
+    ])
+  })
+
+  it("exits 1 when the pass fails, and says why", async () => {
+    createDemoOrg(fly)
+    const result = await runCli(
+      ["--once"],
+      {
+        ...env(),
+        FLY_API_TOKEN: "fo1_revoked-user-token",
+      },
+      { cwd: dir },
+    )
+    assert.strictEqual(result.code, 1)
+    assert.match(result.stdout + result.stderr, /token rejected \(HTTP 401\)/)
+    assert.notInclude(result.stdout + result.stderr, "revoked-user-token")
+    assert.strictEqual(discord.requests.length, 0)
+  })
+
+  it("prints the Discord payloads with --dry-run and sends nothing", async () => {
+    createDemoOrg(fly)
+    const first = await runCli(["--once", "--dry-run"], env(), { cwd: dir })
+    demoTicks[0]!.apply(fly)
+    const second = await runCli(["--once", "--dry-run"], env(), { cwd: dir })
+    assert.deepStrictEqual([first.code, second.code], [0, 0])
+    assert.strictEqual(discord.requests.length, 0)
+    assert.include(first.stdout, '"content": "Now watching org `demo-org`')
+    assert.include(second.stdout, '"allowed_mentions": {')
+    assert.include(
+      second.stdout,
+      `event ${fly.history(demoMachines.bait)[0]!.id}`,
+    )
+  })
+})
