@@ -12,6 +12,7 @@ import {
   ConfigError,
   Console,
   Data,
+  Duration,
   Effect,
   Exit,
   Layer,
@@ -105,7 +106,7 @@ const program = Effect.gen(function* () {
         Effect.asVoid,
       )
     : Effect.log(
-        `polling every ${settings.pollInterval.toString()}; stop with Ctrl+C`,
+        `polling every ${Duration.format(settings.pollInterval)}; stop with Ctrl+C`,
       ).pipe(
         Effect.zipRight(
           pass.pipe(
@@ -134,6 +135,7 @@ program.pipe(
   Effect.provide(Logger.logFmt),
   BunRuntime.runMain({
     disableErrorReporting: true,
+    disablePrettyLogger: true,
     teardown: (exit, onExit) => {
       if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause))
         return onExit(0)

@@ -32,16 +32,27 @@ const indent = (text: unknown, prefix: string) =>
     .map((line) => prefix + line)
     .join("\n")
 
+// Discord renders escapes and timestamp tags; a terminal shows them as is.
+const plain = (text: unknown) =>
+  String(text)
+    .replace(/<t:(\d+):f> \(<t:\d+:R>\)/g, (_, s) =>
+      new Date(Number(s) * 1000).toISOString().replace("T", " ").slice(0, 19),
+    )
+    .replace(/\\(.)/g, "$1")
+    .replace(/\u200b/g, "")
+
 const render = (m: DiscordMessage): string => {
   const time = new Date().toISOString().slice(11, 19)
   const lines = [`[${time}] ${m.username ?? "(webhook)"}`]
-  if (m.content) lines.push(indent(m.content, "  "))
+  if (m.content) lines.push(indent(plain(m.content), "  "))
   for (const embed of m.embeds ?? []) {
     const bar = swatch(embed?.color)
-    if (embed?.title) lines.push(`  ${bar} ${embed.title}`)
+    if (embed?.title) lines.push(`  ${bar} ${plain(embed.title)}`)
     if (embed?.description) lines.push(indent(embed.description, `  ${bar}   `))
     for (const field of embed?.fields ?? []) {
-      lines.push(indent(`${field?.name}: ${field?.value}`, `  ${bar}   `))
+      lines.push(
+        indent(`${field?.name}: ${plain(field?.value)}`, `  ${bar}   `),
+      )
     }
     if (embed?.footer?.text) lines.push(`  ${bar}   — ${embed.footer.text}`)
   }
