@@ -6,6 +6,8 @@ const isBun = typeof process.versions.bun === "string"
 
 export default defineConfig({
   test: {
-    projects: isBun ? ["packages/core", "packages/testkit", "apps/bun"] : ["apps/worker"],
+    projects: isBun
+      ? ["packages/core", "packages/testkit", "apps/bun"]
+      : ["apps/worker"],
   },
 })

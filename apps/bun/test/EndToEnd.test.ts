@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, assert, beforeEach, describe, it } from "vitest"
-import { runCli } from "./cli.ts"
+import { runCli, startCli } from "./cli.ts"
 
 const FLY_TOKEN = "FlyV1 fm2_e2e-secret-macaroon"
 const WEBHOOK_TOKEN = "e2e-secret-webhook-token"
@@ -169,6 +169,29 @@ describe("the Bun runner, end to end", () => {
     assert.include(
       second.stdout,
       `event ${fly.history(demoMachines.bait)[0]!.id}`,
+    )
+  })
+
+  it("loops on its interval and stops cleanly on SIGTERM", async () => {
+    createDemoOrg(fly)
+    const run = startCli([], { ...env(), POLL_INTERVAL: "200ms" }, { cwd: dir })
+    const passes = () => run.output().match(/message="pass done"/g)?.length ?? 0
+    for (let waited = 0; passes() < 3 && waited < 20_000; waited += 50)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    demoTicks[0]!.apply(fly)
+    const seen = passes()
+    for (let waited = 0; passes() < seen + 2 && waited < 20_000; waited += 50)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    run.child.kill("SIGTERM")
+    const result = await run.done
+    assert.deepStrictEqual([result.code, result.signal], [0, null])
+    assert.isAtLeast(passes(), 5)
+    assert.deepStrictEqual(postedKeys(), [
+      fly.history(demoMachines.bait)[0]!.id,
+    ])
+    assert.include(
+      result.stdout,
+      'message="polling every 200ms; stop with Ctrl+C"',
     )
   })
 })
