@@ -1,7 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import { Chunk, Data, Effect, type ParseResult, Schema } from "effect"
-import type { ExitDetails } from "./Domain.ts"
+import type { ExitDetails, Guest } from "./Domain.ts"
 
 export class StoreError extends Data.TaggedError("StoreError")<{
   readonly operation: string
@@ -22,6 +22,7 @@ export interface MachineRecord {
   readonly state: string
   readonly lastEventKey: string | null
   readonly lastEventAt: number | null
+  readonly guest: Guest | undefined
 }
 
 /** A billing-relevant event as the monitor first sees it. */
@@ -34,6 +35,8 @@ export interface NewEvent {
   readonly source: string
   readonly timestamp: number
   readonly exit: ExitDetails | undefined
+  /** For a stop or exit that ended a run: how long the machine ran. */
+  readonly ranMs?: number | undefined
 }
 
 /** An event waiting for delivery, with what is known of its machine. */
@@ -41,6 +44,28 @@ export interface PendingEvent extends NewEvent {
   readonly machineName: string
   readonly region: string
   readonly size: string
+  readonly guest: Guest | undefined
+}
+
+/** A stretch of time a machine spent started. */
+export interface Run {
+  readonly machineId: string
+  readonly app: string
+  readonly startedAt: number
+  readonly stoppedAt: number | null
+  readonly runawayAlerts: number
+  readonly lastAlertAt: number | null
+  readonly resolvedAt: number | null
+  readonly autoStopAt: number | null
+}
+
+/** An alert that is not one Fly event: a runaway machine, a budget, … */
+export interface Notice {
+  readonly key: string
+  readonly kind: string
+  readonly createdAt: number
+  readonly silent: boolean
+  readonly embed: unknown
 }
 
 const MachineRow = Schema.Struct({
@@ -52,6 +77,41 @@ const MachineRow = Schema.Struct({
   state: Schema.String,
   last_event_key: Schema.NullOr(Schema.String),
   last_event_at: Schema.NullOr(Schema.Number),
+  cpu_kind: Schema.NullOr(Schema.String),
+  cpus: Schema.NullOr(Schema.Number),
+  memory_mb: Schema.NullOr(Schema.Number),
+  gpu_kind: Schema.NullOr(Schema.String),
+  gpus: Schema.NullOr(Schema.Number),
+})
+
+const RunRow = Schema.Struct({
+  machine_id: Schema.String,
+  app: Schema.String,
+  started_at: Schema.Number,
+  stopped_at: Schema.NullOr(Schema.Number),
+  runaway_alerts: Schema.Number,
+  last_alert_at: Schema.NullOr(Schema.Number),
+  resolved_at: Schema.NullOr(Schema.Number),
+  auto_stop_at: Schema.NullOr(Schema.Number),
+})
+
+const toRun = (row: typeof RunRow.Type): Run => ({
+  machineId: row.machine_id,
+  app: row.app,
+  startedAt: row.started_at,
+  stoppedAt: row.stopped_at,
+  runawayAlerts: row.runaway_alerts,
+  lastAlertAt: row.last_alert_at,
+  resolvedAt: row.resolved_at,
+  autoStopAt: row.auto_stop_at,
+})
+
+const NoticeRow = Schema.Struct({
+  key: Schema.String,
+  kind: Schema.String,
+  created_at: Schema.Number,
+  silent: Schema.Number,
+  embed: Schema.String,
 })
 
 const EventRow = Schema.Struct({
@@ -67,6 +127,7 @@ const EventRow = Schema.Struct({
   requested_stop: Schema.NullOr(Schema.Number),
   restart_count: Schema.NullOr(Schema.Number),
   exit_error: Schema.NullOr(Schema.String),
+  ran_ms: Schema.NullOr(Schema.Number),
 })
 type EventRow = typeof EventRow.Type
 
@@ -81,6 +142,16 @@ const toMachineRecord = (row: typeof MachineRow.Type): MachineRecord => ({
   state: row.state,
   lastEventKey: row.last_event_key,
   lastEventAt: row.last_event_at,
+  guest:
+    row.cpus === null
+      ? undefined
+      : {
+          cpus: row.cpus,
+          ...(row.cpu_kind === null ? {} : { cpu_kind: row.cpu_kind }),
+          ...(row.memory_mb === null ? {} : { memory_mb: row.memory_mb }),
+          ...(row.gpu_kind === null ? {} : { gpu_kind: row.gpu_kind }),
+          ...(row.gpus === null ? {} : { gpus: row.gpus }),
+        },
 })
 
 const toNewEvent = (row: EventRow): NewEvent => ({
@@ -103,6 +174,7 @@ const toNewEvent = (row: EventRow): NewEvent => ({
           restartCount: row.restart_count,
           error: row.exit_error,
         },
+  ranMs: row.ran_ms ?? undefined,
 })
 
 const flag = (value: boolean | undefined) =>
@@ -116,6 +188,10 @@ export class EventStore extends Effect.Service<EventStore>()(
   {
     effect: Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
+      const MACHINE_COLUMNS = sql.literal(
+        "id, app, name, region, size, state, last_event_key, last_event_at, " +
+          "cpu_kind, cpus, memory_mb, gpu_kind, gpus",
+      )
 
       const fail =
         (operation: string) => (cause: SqlError | ParseResult.ParseError) =>
@@ -129,8 +205,7 @@ export class EventStore extends Effect.Service<EventStore>()(
           )
 
       const machines = Effect.fn("EventStore.machines")(function* () {
-        const rows = yield* sql`SELECT id, app, name, region, size, state,
-            last_event_key, last_event_at FROM machines`.pipe(
+        const rows = yield* sql`SELECT ${MACHINE_COLUMNS} FROM machines`.pipe(
           Effect.mapError(fail("read machines")),
           Effect.flatMap(decode(MachineRow, "read machines")),
         )
@@ -150,6 +225,11 @@ export class EventStore extends Effect.Service<EventStore>()(
           state: machine.state,
           last_event_key: machine.lastEventKey,
           last_event_at: machine.lastEventAt,
+          cpu_kind: machine.guest?.cpu_kind ?? null,
+          cpus: machine.guest?.cpus ?? null,
+          memory_mb: machine.guest?.memory_mb ?? null,
+          gpu_kind: machine.guest?.gpu_kind ?? null,
+          gpus: machine.guest?.gpus ?? null,
           updated_at: now,
         })}
           ON CONFLICT (id) DO UPDATE SET
@@ -158,6 +238,11 @@ export class EventStore extends Effect.Service<EventStore>()(
             region = excluded.region,
             size = excluded.size,
             state = excluded.state,
+            cpu_kind = excluded.cpu_kind,
+            cpus = excluded.cpus,
+            memory_mb = excluded.memory_mb,
+            gpu_kind = excluded.gpu_kind,
+            gpus = excluded.gpus,
             last_event_key = CASE
               WHEN machines.last_event_at IS NULL
                 OR excluded.last_event_at >= machines.last_event_at
@@ -190,6 +275,7 @@ export class EventStore extends Effect.Service<EventStore>()(
             requested_stop: flag(event.exit?.requestedStop),
             restart_count: event.exit?.restartCount ?? null,
             exit_error: event.exit?.error ?? null,
+            ran_ms: event.ranMs ?? null,
             first_seen_at: options.now,
             baseline: options.baseline ? 1 : 0,
             notified_at: options.baseline ? options.now : null,
@@ -205,8 +291,7 @@ export class EventStore extends Effect.Service<EventStore>()(
         Effect.forEach(
           Chunk.chunksOf(Chunk.fromIterable(new Set(ids)), IN_CHUNK),
           (chunk) =>
-            sql`SELECT id, app, name, region, size, state, last_event_key,
-                last_event_at FROM machines
+            sql`SELECT ${MACHINE_COLUMNS} FROM machines
                 WHERE id IN ${sql.in(Chunk.toArray(chunk))}`.pipe(
               Effect.mapError(fail("read machines")),
               Effect.flatMap(decode(MachineRow, "read machines")),
@@ -241,7 +326,7 @@ export class EventStore extends Effect.Service<EventStore>()(
               LIMIT ${options.limit})
             RETURNING key, machine_id, app, type, status, source, timestamp,
               exit_code, oom_killed, requested_stop, restart_count,
-              exit_error`.pipe(
+              exit_error, ran_ms`.pipe(
             Effect.mapError(fail("claim events")),
             Effect.flatMap(decode(EventRow, "claim events")),
           )
@@ -254,6 +339,7 @@ export class EventStore extends Effect.Service<EventStore>()(
                 machineName: machine?.name ?? "",
                 region: machine?.region ?? "",
                 size: machine?.size ?? "unknown",
+                guest: machine?.guest,
               }
             })
             .sort((a, b) =>
@@ -348,7 +434,187 @@ export class EventStore extends Effect.Service<EventStore>()(
         )
       })
 
+      const RUN_COLUMNS = sql.literal(
+        "machine_id, app, started_at, stopped_at, runaway_alerts, " +
+          "last_alert_at, resolved_at, auto_stop_at",
+      )
+      const readRuns = (operation: string) => (rows: ReadonlyArray<unknown>) =>
+        Effect.map(decode(RunRow, operation)(rows), (decoded) =>
+          decoded.map(toRun),
+        )
+
+      const openRuns = Effect.fn("EventStore.openRuns")(function* () {
+        return yield* sql`SELECT ${RUN_COLUMNS} FROM runs
+          WHERE stopped_at IS NULL`.pipe(
+          Effect.mapError(fail("read runs")),
+          Effect.flatMap(readRuns("read runs")),
+        )
+      })
+
+      /** Runs that overlap `[from, now]`: still open, or stopped since. */
+      const runsSince = Effect.fn("EventStore.runsSince")(function* (
+        from: number,
+      ) {
+        return yield* sql`SELECT ${RUN_COLUMNS} FROM runs
+          WHERE stopped_at IS NULL OR stopped_at >= ${from}`.pipe(
+          Effect.mapError(fail("read runs")),
+          Effect.flatMap(readRuns("read runs")),
+        )
+      })
+
+      /** Runs that were announced as runaway and have since stopped. */
+      const unresolvedRunaways = Effect.fn("EventStore.unresolvedRunaways")(
+        function* () {
+          return yield* sql`SELECT ${RUN_COLUMNS} FROM runs
+            WHERE runaway_alerts > 0 AND stopped_at IS NOT NULL
+              AND resolved_at IS NULL`.pipe(
+            Effect.mapError(fail("read runs")),
+            Effect.flatMap(readRuns("read runs")),
+          )
+        },
+      )
+
+      const openRun = Effect.fn("EventStore.openRun")(function* (
+        machineId: string,
+        app: string,
+        startedAt: number,
+      ) {
+        yield* sql`INSERT INTO runs ${sql.insert({
+          machine_id: machineId,
+          app,
+          started_at: startedAt,
+        })} ON CONFLICT (machine_id, started_at) DO NOTHING`.pipe(
+          Effect.mapError(fail("open run")),
+        )
+      })
+
+      /** Ends the machine's open run; its start, if there was one. */
+      const closeRun = Effect.fn("EventStore.closeRun")(function* (
+        machineId: string,
+        stoppedAt: number,
+      ) {
+        const rows = yield* sql`UPDATE runs SET stopped_at = ${stoppedAt}
+          WHERE machine_id = ${machineId} AND stopped_at IS NULL
+          RETURNING started_at`.pipe(Effect.mapError(fail("close run")))
+        const startedAt = rows[0]?.started_at
+        return typeof startedAt === "number" ? startedAt : undefined
+      })
+
+      const updateRun = Effect.fn("EventStore.updateRun")(function* (
+        run: Pick<Run, "machineId" | "startedAt">,
+        fields: Partial<
+          Pick<
+            Run,
+            "runawayAlerts" | "lastAlertAt" | "resolvedAt" | "autoStopAt"
+          >
+        >,
+      ) {
+        const columns = {
+          ...(fields.runawayAlerts === undefined
+            ? {}
+            : { runaway_alerts: fields.runawayAlerts }),
+          ...(fields.lastAlertAt === undefined
+            ? {}
+            : { last_alert_at: fields.lastAlertAt }),
+          ...(fields.resolvedAt === undefined
+            ? {}
+            : { resolved_at: fields.resolvedAt }),
+          ...(fields.autoStopAt === undefined
+            ? {}
+            : { auto_stop_at: fields.autoStopAt }),
+        }
+        if (Object.keys(columns).length === 0) return
+        yield* sql`UPDATE runs SET ${sql.update(columns)}
+          WHERE machine_id = ${run.machineId}
+            AND started_at = ${run.startedAt}`.pipe(
+          Effect.mapError(fail("update run")),
+        )
+      })
+
+      /** Queues a notice once per key; true when it was new. */
+      const addNotice = Effect.fn("EventStore.addNotice")(function* (
+        notice: Notice,
+      ) {
+        const rows = yield* sql`INSERT INTO notices ${sql.insert({
+          key: notice.key,
+          kind: notice.kind,
+          created_at: notice.createdAt,
+          silent: notice.silent ? 1 : 0,
+          embed: JSON.stringify(notice.embed),
+        })} ON CONFLICT (key) DO NOTHING RETURNING key`.pipe(
+          Effect.mapError(fail("add notice")),
+        )
+        return rows.length > 0
+      })
+
+      const claimNotices = Effect.fn("EventStore.claimNotices")(
+        function* (options: {
+          readonly now: number
+          readonly claimMs: number
+          readonly limit: number
+        }) {
+          const rows = yield* sql`UPDATE notices
+            SET claimed_until = ${options.now + options.claimMs}
+            WHERE key IN (
+              SELECT key FROM notices
+              WHERE notified_at IS NULL
+                AND (claimed_until IS NULL OR claimed_until < ${options.now})
+              ORDER BY created_at, key
+              LIMIT ${options.limit})
+            RETURNING key, kind, created_at, silent, embed`.pipe(
+            Effect.mapError(fail("claim notices")),
+            Effect.flatMap(decode(NoticeRow, "claim notices")),
+          )
+          return rows
+            .map((row): Notice => ({
+              key: row.key,
+              kind: row.kind,
+              createdAt: row.created_at,
+              silent: row.silent === 1,
+              embed: JSON.parse(row.embed),
+            }))
+            .sort((a, b) =>
+              a.createdAt === b.createdAt
+                ? a.key.localeCompare(b.key)
+                : a.createdAt - b.createdAt,
+            )
+        },
+      )
+
+      const markNoticesNotified = Effect.fn("EventStore.markNoticesNotified")(
+        function* (keys: ReadonlyArray<string>, now: number) {
+          yield* updateKeys(
+            "mark notices delivered",
+            keys,
+            (chunk) => sql`UPDATE notices
+              SET notified_at = ${now}, claimed_until = NULL
+              WHERE key IN ${sql.in(chunk)}`,
+          )
+        },
+      )
+
+      const releaseNotices = Effect.fn("EventStore.releaseNotices")(function* (
+        keys: ReadonlyArray<string>,
+      ) {
+        yield* updateKeys(
+          "release notices",
+          keys,
+          (chunk) => sql`UPDATE notices SET claimed_until = NULL
+            WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
+        )
+      })
+
       return {
+        openRuns,
+        runsSince,
+        unresolvedRunaways,
+        openRun,
+        closeRun,
+        updateRun,
+        addNotice,
+        claimNotices,
+        markNoticesNotified,
+        releaseNotices,
         machines,
         saveMachine,
         insertEvents,

@@ -4,6 +4,7 @@ import { eventKey, exitDetailsOf, type Machine } from "./Domain.ts"
 import type { MachineEvent } from "./Domain.ts"
 import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
 import { FlyEvents } from "./FlyEvents.ts"
+import { planRuns } from "./Runs.ts"
 import { Notifier } from "./Notifier.ts"
 import { MonitorSettings } from "./Settings.ts"
 
@@ -67,7 +68,9 @@ const toNewEvent = (
   app: string,
   machine: Machine,
   event: MachineEvent,
+  ranMs: number | undefined,
 ): NewEvent => ({
+  ranMs,
   key: eventKey(machine.id, event),
   machineId: machine.id,
   app,
@@ -85,8 +88,41 @@ const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
   a.region === b.region &&
   a.size === b.size &&
   a.state === b.state &&
+  JSON.stringify(a.guest) === JSON.stringify(b.guest) &&
   a.lastEventKey === b.lastEventKey &&
   a.lastEventAt === b.lastEventAt
+
+/** Applies the machine's run changes; how long each ended run lasted. */
+const trackRuns = (options: {
+  readonly machine: Machine
+  readonly app: string
+  readonly open: number | undefined
+  readonly fresh: ReadonlyArray<MachineEvent>
+  readonly all: ReadonlyArray<MachineEvent>
+  readonly now: number
+}) =>
+  Effect.gen(function* () {
+    const store = yield* EventStore
+    const ranMs = new Map<string, number>()
+    const changes = planRuns({
+      open: options.open,
+      fresh: options.fresh,
+      all: options.all,
+      state: options.machine.state,
+      now: options.now,
+      keyOf: (event) => eventKey(options.machine.id, event),
+    })
+    for (const change of changes) {
+      if (change._tag === "Open") {
+        yield* store.openRun(options.machine.id, options.app, change.at)
+        continue
+      }
+      const startedAt = yield* store.closeRun(options.machine.id, change.at)
+      if (startedAt !== undefined && change.eventKey !== undefined)
+        ranMs.set(change.eventKey, change.at - startedAt)
+    }
+    return ranMs
+  })
 
 const newestOf = (events: ReadonlyArray<MachineEvent>) =>
   events.reduce<MachineEvent | undefined>(
@@ -115,6 +151,7 @@ const nextRecord = (
     region: machine.region,
     size: machine.size,
     state: machine.state,
+    guest: machine.guest,
     lastEventKey: advance
       ? eventKey(machine.id, newest)
       : (record?.lastEventKey ?? null),
@@ -220,6 +257,9 @@ export const runPassWith = (options: PassOptions) =>
 
     const baseline = (yield* store.getMeta(META_BASELINE)) === undefined
     const known = yield* store.machines()
+    const openRuns = new Map(
+      (yield* store.openRuns()).map((run) => [run.machineId, run.startedAt]),
+    )
     const allApps = yield* fly.listApps()
     const cursor = yield* store.getMeta(META_APP_CURSOR)
     const selection = selectApps(
@@ -284,10 +324,28 @@ export const runPassWith = (options: PassOptions) =>
           )
           events = mergeEvents(machine.id, events, full)
         }
-        const relevant = events
-          .filter((event) => isNewer(record, machine.id, event))
+        const fresh = events.filter((event) =>
+          isNewer(record, machine.id, event),
+        )
+        const ranMs = yield* trackRuns({
+          machine,
+          app,
+          open: openRuns.get(machine.id),
+          // On the first pass history is not replayed: only what runs now.
+          fresh: baseline ? [] : fresh,
+          all: events,
+          now,
+        })
+        const relevant = fresh
           .filter((event) => monitored.has(event.type))
-          .map((event) => toNewEvent(app, machine, event))
+          .map((event) =>
+            toNewEvent(
+              app,
+              machine,
+              event,
+              ranMs.get(eventKey(machine.id, event)),
+            ),
+          )
         if (relevant.length > 0) {
           const inserted = yield* store.insertEvents(relevant, {
             now,

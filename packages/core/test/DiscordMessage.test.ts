@@ -30,6 +30,7 @@ const crash: PendingEvent = {
   machineName: "web-1",
   region: "ams",
   size: "shared-cpu-1x 256MB",
+  guest: { cpu_kind: "shared", cpus: 1, memory_mb: 256 },
 }
 
 describe("Discord messages", () => {

@@ -15,6 +15,7 @@ const machine = {
   state: "started",
   lastEventKey: "e2",
   lastEventAt: 2000,
+  guest: { cpu_kind: "shared", cpus: 1, memory_mb: 256 },
 }
 
 const event = (key: string, timestamp: number, type = "start"): NewEvent => ({
@@ -132,6 +133,8 @@ export const eventStoreSuite = (
               machineName: "web-1",
               region: "ams",
               size: "shared-cpu-1x 256MB",
+              guest: { cpu_kind: "shared", cpus: 1, memory_mb: 256 },
+              ranMs: undefined,
             },
             {
               key: "b",
@@ -151,6 +154,8 @@ export const eventStoreSuite = (
               machineName: "web-1",
               region: "ams",
               size: "shared-cpu-1x 256MB",
+              guest: { cpu_kind: "shared", cpus: 1, memory_mb: 256 },
+              ranMs: undefined,
             },
           ])
           const whileClaimed = yield* store.claimUndelivered({
