@@ -136,7 +136,7 @@ describe("the Bun runner, end to end", () => {
     assert.strictEqual(result.code, 2)
     assert.deepStrictEqual(result.stderr.trim().split("\n"), [
       "configuration error: DISCORD_WEBHOOK_URL: invalid: expected an http(s) URL (value not shown: it is a secret)",
-      'configuration error: POLL_INTERVAL: invalid: expected a duration such as "60 seconds", "30s" or "5m", got "soon"',
+      'configuration error: POLL_INTERVAL: invalid: expected a duration such as "60 seconds", "30s", "5m" or "4h", got "soon"',
       HINT,
     ])
   })

@@ -1,4 +1,5 @@
 import type { PendingEvent } from "./EventStore.ts"
+import { estimate, humanDuration, type PriceTable, usd } from "./Pricing.ts"
 
 // Discord's documented limits, counted in code points. A small margin keeps
 // us clear of any difference in how Discord counts.
@@ -112,8 +113,35 @@ const exitSummary = (event: PendingEvent): string | undefined => {
   return parts.join(" · ")
 }
 
+const costField = (
+  event: PendingEvent,
+  prices: PriceTable,
+): EmbedField | undefined => {
+  const price = estimate(prices, event.guest, event.region, event.size)
+  const caveat = price.caveat === undefined ? "" : ` (${price.caveat})`
+  if (event.ranMs !== undefined)
+    return {
+      name: "Run",
+      value: truncate(
+        `ran ${humanDuration(event.ranMs)} · ≈ ${usd(
+          (price.hourly * event.ranMs) / 3_600_000,
+        )}${caveat}`,
+        Limits.fieldValue,
+      ),
+    }
+  if (event.type === "start")
+    return {
+      name: "Cost",
+      value: truncate(
+        `≈ ${usd(price.hourly)}/h while started${caveat}`,
+        Limits.fieldValue,
+      ),
+    }
+  return undefined
+}
+
 /** The embed announcing one billing-relevant event. */
-export const eventEmbed = (event: PendingEvent): Embed => {
+export const eventEmbed = (event: PendingEvent, prices: PriceTable): Embed => {
   const { title, color } = headline(event)
   const who = event.machineName || event.machineId
   const seconds = Math.floor(event.timestamp / 1000)
@@ -140,6 +168,8 @@ export const eventEmbed = (event: PendingEvent): Embed => {
   if (exit !== undefined) fields.push({ name: "Exit", value: exit })
   if (event.exit?.error)
     fields.push({ name: "Error", value: safe(event.exit.error, 500) })
+  const cost = costField(event, prices)
+  if (cost !== undefined) fields.push(cost)
   fields.push({ name: "When", value: `<t:${seconds}:f> (<t:${seconds}:R>)` })
   return {
     title: truncate(`${escapeMarkdown(who)} ${title}`, Limits.title),

@@ -6,7 +6,7 @@ import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
 import { FlyEvents } from "./FlyEvents.ts"
 import { planRuns } from "./Runs.ts"
 import { Notifier } from "./Notifier.ts"
-import { MonitorSettings } from "./Settings.ts"
+import { CostSettings, MonitorSettings } from "./Settings.ts"
 
 /** Fly embeds only the newest few events in a machine listing. */
 export const EMBEDDED_TAIL = 5
@@ -173,6 +173,7 @@ const mergeEvents = (
 export const deliverPending = Effect.gen(function* () {
   const store = yield* EventStore
   const notifier = yield* Notifier
+  const { prices } = yield* CostSettings
   let sent = 0
   for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch++) {
     const claimed = yield* store.claimUndelivered({
@@ -181,7 +182,7 @@ export const deliverPending = Effect.gen(function* () {
       limit: CLAIM_BATCH,
     })
     if (claimed.length === 0) break
-    const embeds = claimed.map(eventEmbed)
+    const embeds = claimed.map((event) => eventEmbed(event, prices))
     const messages = pack(embeds)
     for (const [index, message] of messages.entries()) {
       const keys = message.map((i) => claimed[i]!.key)

@@ -1,4 +1,5 @@
-import { Config, ConfigError, Either, Redacted } from "effect"
+import { Config, ConfigError, Duration, Either, Option, Redacted } from "effect"
+import { FLY_PRICES, withOverride } from "./Pricing.ts"
 
 // Every variable the core reads, in one place, so a runtime can validate
 // them all at start-up and name each one that is missing or wrong.
@@ -63,10 +64,150 @@ export const MonitorSettings = Config.all({
 })
 export type MonitorSettings = Config.Config.Success<typeof MonitorSettings>
 
+/** `30 seconds`, `30s`, `5m`, `4h`, `2d`, `1500ms`; a bare number is seconds. */
+export const parseDuration = (text: string): Duration.Duration | undefined => {
+  const trimmed = text.trim().toLowerCase()
+  const short = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(trimmed)
+  if (short !== null) {
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+    const millis =
+      Number(short[1]) * unit[(short[2] ?? "s") as keyof typeof unit]
+    return millis > 0 ? Duration.millis(millis) : undefined
+  }
+  const decoded = Duration.decodeUnknown(trimmed)
+  return Option.isSome(decoded) && Duration.greaterThan(decoded.value, 0)
+    ? decoded.value
+    : undefined
+}
+
+const invalid = (message: string) =>
+  Either.left(ConfigError.InvalidData([], message))
+
+/** A positive duration variable with a default. */
+export const durationVar = (name: string, fallback: Duration.DurationInput) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((text) => {
+      const duration = parseDuration(text)
+      return duration === undefined
+        ? invalid(
+            `expected a duration such as "60 seconds", "30s", "5m" or "4h", got "${text}"`,
+          )
+        : Either.right(duration)
+    }),
+    Config.withDefault(Duration.decode(fallback)),
+  )
+
+/** `app-glob=duration` pairs, comma-separated; first match wins. */
+export interface AppOverride {
+  readonly pattern: RegExp
+  readonly glob: string
+  readonly value: Duration.Duration
+}
+
+export const globToRegExp = (glob: string): RegExp =>
+  new RegExp(
+    "^" +
+      glob
+        .split("")
+        .map((char) =>
+          char === "*"
+            ? ".*"
+            : char === "?"
+              ? "."
+              : char.replace(/[.+^${}()|[\]\\]/g, "\\$&"),
+        )
+        .join("") +
+      "$",
+  )
+
+const appDurations = (name: string) =>
+  Config.string(name).pipe(
+    Config.mapOrFail((text) => {
+      const overrides: Array<AppOverride> = []
+      for (const pair of text.split(",").map((p) => p.trim())) {
+        if (pair.length === 0) continue
+        const [glob, value] = pair.split("=").map((p) => p.trim())
+        const duration = value === undefined ? undefined : parseDuration(value)
+        if (!glob || duration === undefined)
+          return invalid(`expected "app-glob=duration, …", got "${pair}"`)
+        overrides.push({ pattern: globToRegExp(glob), glob, value: duration })
+      }
+      return Either.right(overrides as ReadonlyArray<AppOverride>)
+    }),
+    Config.withDefault([] as ReadonlyArray<AppOverride>),
+  )
+
+const validTimeZone = (zone: string) => {
+  try {
+    new Intl.DateTimeFormat("en-US", { timeZone: zone })
+    return true
+  } catch {
+    return false
+  }
+}
+
+export const CostSettings = Config.all({
+  prices: Config.string("PRICES").pipe(
+    Config.mapOrFail((json) =>
+      withOverride(json).pipe(
+        Either.mapLeft((message) =>
+          ConfigError.InvalidData(
+            [],
+            `expected a JSON price override: ${message}`,
+          ),
+        ),
+      ),
+    ),
+    Config.withDefault(FLY_PRICES),
+  ),
+  maxRuntime: durationVar("MAX_RUNTIME", "4 hours"),
+  maxRuntimeByApp: appDurations("MAX_RUNTIME_BY_APP"),
+  remindEvery: durationVar("REMIND_EVERY", "4 hours"),
+  monthlyBudget: Config.option(
+    Config.number("MONTHLY_BUDGET_USD").pipe(
+      Config.validate({
+        message: "expected a positive amount of US dollars",
+        validation: (amount) => amount > 0,
+      }),
+    ),
+  ),
+  digestHour: Config.string("DIGEST_HOUR").pipe(
+    Config.mapOrFail((text) => {
+      if (text.trim().toLowerCase() === "off")
+        return Either.right(Option.none<number>())
+      const hour = Number(text)
+      return Number.isInteger(hour) && hour >= 0 && hour <= 23
+        ? Either.right(Option.some(hour))
+        : invalid(`expected an hour from 0 to 23, or "off", got "${text}"`)
+    }),
+    Config.withDefault(Option.some(9)),
+  ),
+  digestTimeZone: Config.string("DIGEST_TIMEZONE").pipe(
+    Config.validate({
+      message: "expected an IANA time zone such as Europe/Paris",
+      validation: validTimeZone,
+    }),
+    Config.withDefault("UTC"),
+  ),
+  autoStop: Config.literal(
+    "off",
+    "dry-run",
+    "on",
+  )("AUTO_STOP").pipe(Config.withDefault("off" as const)),
+  autoStopAfter: durationVar("AUTO_STOP_AFTER", "12 hours"),
+})
+export type CostSettings = Config.Config.Success<typeof CostSettings>
+
+/** The runtime limit for machines of `app`: first matching override. */
+export const maxRuntimeFor = (settings: CostSettings, app: string) =>
+  settings.maxRuntimeByApp.find((o) => o.pattern.test(app))?.value ??
+  settings.maxRuntime
+
 export const CoreSettings = Config.all([
   FlySettings,
   DiscordSettings,
   MonitorSettings,
+  CostSettings,
 ])
 
 /**

@@ -11,6 +11,7 @@ import {
   watchingMessage,
 } from "../src/DiscordMessage.ts"
 import type { PendingEvent } from "../src/EventStore.ts"
+import { FLY_PRICES } from "../src/Pricing.ts"
 
 const crash: PendingEvent = {
   key: "01K4SR45V786H3N42CM40E1PXY",
@@ -35,7 +36,7 @@ const crash: PendingEvent = {
 
 describe("Discord messages", () => {
   it("shows what happened, where, and the dedupe key", () => {
-    assert.deepStrictEqual(eventEmbed(crash), {
+    assert.deepStrictEqual(eventEmbed(crash, FLY_PRICES), {
       title: "web\\-1 crashed with exit code 1",
       color: 0xe74c3c,
       fields: [
@@ -60,20 +61,29 @@ describe("Discord messages", () => {
   })
 
   it("names starts, requested stops and OOM kills", () => {
-    const start = eventEmbed({
-      ...crash,
-      type: "start",
-      status: "started",
-      exit: undefined,
-    })
-    const stop = eventEmbed({
-      ...crash,
-      exit: { ...crash.exit!, exitCode: 143, requestedStop: true },
-    })
-    const oom = eventEmbed({
-      ...crash,
-      exit: { ...crash.exit!, exitCode: 137, oomKilled: true },
-    })
+    const start = eventEmbed(
+      {
+        ...crash,
+        type: "start",
+        status: "started",
+        exit: undefined,
+      },
+      FLY_PRICES,
+    )
+    const stop = eventEmbed(
+      {
+        ...crash,
+        exit: { ...crash.exit!, exitCode: 143, requestedStop: true },
+      },
+      FLY_PRICES,
+    )
+    const oom = eventEmbed(
+      {
+        ...crash,
+        exit: { ...crash.exit!, exitCode: 137, oomKilled: true },
+      },
+      FLY_PRICES,
+    )
     assert.deepStrictEqual(
       [start, stop, oom].map((embed) => [embed.title, embed.color]),
       [
@@ -82,6 +92,31 @@ describe("Discord messages", () => {
         ["web\\-1 exited: out of memory", 0xe74c3c],
       ],
     )
+  })
+
+  it("shows the hourly rate on a start, and what a run cost on its end", () => {
+    const start = eventEmbed(
+      { ...crash, type: "start", status: "started", exit: undefined },
+      FLY_PRICES,
+    )
+    const stop = eventEmbed(
+      {
+        ...crash,
+        region: "sjc",
+        guest: { cpu_kind: "performance", cpus: 2, memory_mb: 4096 },
+        ranMs: (6 * 60 + 12) * 60_000,
+      },
+      FLY_PRICES,
+    )
+    assert.deepStrictEqual(start.fields.at(-2), {
+      name: "Cost",
+      value: "≈ $0.0027/h while started (baseline price for region ams)",
+    })
+    // performance-2x: 2 × $31.00 per 30 days, × 2.32/1.94 in sjc, 6.2 hours.
+    assert.deepStrictEqual(stop.fields.at(-2), {
+      name: "Run",
+      value: "ran 6 h 12 min · ≈ $0.64",
+    })
   })
 
   it("escapes markdown and defuses mentions in Fly strings", () => {
@@ -102,18 +137,21 @@ describe("Discord messages", () => {
 
   it("keeps every field within Discord's limits for hostile input", () => {
     const huge = "@here *_".repeat(2000)
-    const embed = eventEmbed({
-      ...crash,
-      key: "k".repeat(5000),
-      app: huge,
-      machineName: huge,
-      region: huge,
-      size: huge,
-      source: huge,
-      status: huge,
-      type: huge,
-      exit: { ...crash.exit!, error: huge },
-    })
+    const embed = eventEmbed(
+      {
+        ...crash,
+        key: "k".repeat(5000),
+        app: huge,
+        machineName: huge,
+        region: huge,
+        size: huge,
+        source: huge,
+        status: huge,
+        type: huge,
+        exit: { ...crash.exit!, error: huge },
+      },
+      FLY_PRICES,
+    )
     const points = (s: string) => Array.from(s).length
     assert.isAtMost(points(embed.title), Limits.title)
     assert.isAtMost(points(embed.footer.text), Limits.footer)
@@ -131,19 +169,22 @@ describe("Discord messages", () => {
 
   it("packs at most 10 embeds and 6000 characters per message", () => {
     const small = Array.from({ length: 25 }, (_, i) =>
-      eventEmbed({ ...crash, key: `k${i}` }),
+      eventEmbed({ ...crash, key: `k${i}` }, FLY_PRICES),
     )
     assert.deepStrictEqual(
       pack(small).map((m) => m.length),
       [10, 10, 5],
     )
     const heavy = Array.from({ length: 12 }, (_, i) =>
-      eventEmbed({
-        ...crash,
-        key: `k${i}`,
-        exit: { ...crash.exit!, error: "x".repeat(2000) },
-        machineName: "y".repeat(2000),
-      }),
+      eventEmbed(
+        {
+          ...crash,
+          key: `k${i}`,
+          exit: { ...crash.exit!, error: "x".repeat(2000) },
+          machineName: "y".repeat(2000),
+        },
+        FLY_PRICES,
+      ),
     )
     const messages = pack(heavy)
     assert.deepStrictEqual(
