@@ -51,12 +51,22 @@ const allEvents = () =>
     fly.history(id).map((event) => ({ id, event })),
   )
 
-const postedKeys = () =>
+const footers = () =>
   discord.messages.flatMap((m) =>
-    (m.embeds ?? []).map((e: { footer: { text: string } }) =>
-      e.footer.text.replace(/^event /, ""),
-    ),
+    (m.embeds ?? []).map((e: { footer: { text: string } }) => e.footer.text),
   )
+
+/** Keys of the Fly events announced, in the order they were posted. */
+const postedKeys = () =>
+  footers()
+    .filter((text) => text.startsWith("event "))
+    .map((text) => text.slice("event ".length))
+
+/** Cost notices (runaway machines and the like), by their once-only key. */
+const noticeKeys = () => footers().filter((text) => !text.startsWith("event "))
+
+const latestStart = (machineId: string) =>
+  fly.history(machineId).find((event) => event.type === "start")!.timestamp
 
 describe("the Bun runner, end to end", () => {
   it("announces every new billing event exactly once across runs", async () => {
@@ -69,7 +79,13 @@ describe("the Bun runner, end to end", () => {
     }
 
     await once()
-    assert.strictEqual(discord.messages.length, 1)
+    // Two machines have been running for days: each gets a runaway alert.
+    const runaways = [
+      `runaway ${demoMachines.shopWebAms} ${latestStart(demoMachines.shopWebAms)} #0`,
+      `runaway ${demoMachines.sandbox} ${latestStart(demoMachines.sandbox)} #0`,
+    ]
+    assert.strictEqual(discord.messages.length, 2)
+    assert.sameMembers(noticeKeys(), runaways)
     assert.match(
       discord.messages[0]!.content!,
       /^Now watching org `demo-org`: 3 apps, 5 machines, 2 running\./,
@@ -92,6 +108,12 @@ describe("the Bun runner, end to end", () => {
       if (added.length === 0)
         assert.strictEqual(discord.requests.length, sentBefore, tick.label)
     }
+
+    // The forgotten sandbox was stopped in the last tick: one resolved note.
+    assert.sameMembers(noticeKeys(), [
+      ...runaways,
+      `runaway ${demoMachines.sandbox} ${latestStart(demoMachines.sandbox)} resolved`,
+    ])
 
     // A restart with nothing new sends nothing at all.
     const sentBefore = discord.requests.length

@@ -19,6 +19,9 @@ export const Limits = {
 
 export const USERNAME = "Fly Machine Monitor"
 
+/** Message flag: delivered without a notification sound or badge. */
+export const SUPPRESS_NOTIFICATIONS = 1 << 12
+
 export interface EmbedField {
   readonly name: string
   readonly value: string

@@ -155,11 +155,19 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
       // Every attempt counts: a Worker invocation pays for retries too.
       const requests = yield* Ref.make(0)
 
-      const getJson = (path: string, params: Record<string, string> = {}) => {
+      const requestJson = (
+        method: "GET" | "POST",
+        path: string,
+        params: Record<string, string> = {},
+      ) => {
         const query = new URLSearchParams(params).toString()
-        const shown = query ? `GET ${path}?${query}` : `GET ${path}`
+        const shown = query ? `${method} ${path}?${query}` : `${method} ${path}`
+        const send =
+          method === "GET"
+            ? client.get(path, { urlParams: params })
+            : client.post(path, { urlParams: params })
         const attempt = Ref.update(requests, (n) => n + 1)
-          .pipe(Effect.zipRight(client.get(path, { urlParams: params })))
+          .pipe(Effect.zipRight(send))
           .pipe(
             Effect.mapError(
               (cause) =>
@@ -228,7 +236,9 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
 
       const listApps = Effect.fn("FlyEvents.listApps")(function* () {
         const path = "/v1/apps"
-        const body = yield* getJson(path, { org_slug: settings.orgSlug })
+        const body = yield* requestJson("GET", path, {
+          org_slug: settings.orgSlug,
+        })
         const list = yield* Schema.decodeUnknown(ListAppsResponse)(body).pipe(
           Effect.mapError((error) =>
             badShape(`GET ${path}?org_slug=${settings.orgSlug}`, error),
@@ -250,7 +260,9 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
         app: string,
       ) {
         const path = `/v1/apps/${encodeURIComponent(app)}/machines`
-        const body = yield* getJson(path, { include_deleted: "true" })
+        const body = yield* requestJson("GET", path, {
+          include_deleted: "true",
+        })
         const items = yield* Schema.decodeUnknown(Schema.Array(Schema.Unknown))(
           body,
         ).pipe(Effect.mapError((error) => badShape(`GET ${path}`, error)))
@@ -283,7 +295,7 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
         limit = 50,
       ) {
         const path = `/v1/apps/${encodeURIComponent(app)}/machines/${encodeURIComponent(machineId)}/events`
-        const body = yield* getJson(path, { limit: String(limit) })
+        const body = yield* requestJson("GET", path, { limit: String(limit) })
         const items = yield* Schema.decodeUnknown(Schema.Array(Schema.Unknown))(
           body,
         ).pipe(Effect.mapError((error) => badShape(`GET ${path}`, error)))
@@ -305,8 +317,23 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
         return events
       })
 
+      /**
+       * Asks Fly to stop a machine. Needs a token with write access; a
+       * read-only token gets a 401/403 FlyApiError.
+       */
+      const stopMachine = Effect.fn("FlyEvents.stopMachine")(function* (
+        app: string,
+        machineId: string,
+      ) {
+        yield* requestJson(
+          "POST",
+          `/v1/apps/${encodeURIComponent(app)}/machines/${encodeURIComponent(machineId)}/stop`,
+        )
+      })
+
       return {
         orgSlug: settings.orgSlug,
+        stopMachine,
         listApps,
         listMachines,
         listEvents,

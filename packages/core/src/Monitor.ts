@@ -1,9 +1,21 @@
 import { Clock, Effect, Either } from "effect"
-import { eventEmbed, pack, payload, watchingMessage } from "./DiscordMessage.ts"
-import { eventKey, exitDetailsOf, type Machine } from "./Domain.ts"
-import type { MachineEvent } from "./Domain.ts"
+import {
+  type Embed,
+  eventEmbed,
+  pack,
+  payload,
+  SUPPRESS_NOTIFICATIONS,
+  watchingMessage,
+} from "./DiscordMessage.ts"
+import {
+  eventKey,
+  exitDetailsOf,
+  type Machine,
+  type MachineEvent,
+} from "./Domain.ts"
 import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
 import { FlyEvents } from "./FlyEvents.ts"
+import { META_BASELINE, runGuards } from "./Guards.ts"
 import { planRuns } from "./Runs.ts"
 import { Notifier } from "./Notifier.ts"
 import { CostSettings, MonitorSettings } from "./Settings.ts"
@@ -17,7 +29,6 @@ export const CLAIM_MS = 15 * 60 * 1000
 const CLAIM_BATCH = 100
 const MAX_BATCHES_PER_PASS = 50
 
-const META_BASELINE = "baseline_at"
 const META_WATCHING = "watching_sent_at"
 const META_APP_CURSOR = "app_cursor"
 
@@ -201,6 +212,45 @@ export const deliverPending = Effect.gen(function* () {
     }
     if (claimed.length < CLAIM_BATCH) break
   }
+  for (let batch = 0; batch < MAX_BATCHES_PER_PASS; batch++) {
+    const claimed = yield* store.claimNotices({
+      now: yield* Clock.currentTimeMillis,
+      claimMs: CLAIM_MS,
+      limit: CLAIM_BATCH,
+    })
+    if (claimed.length === 0) break
+    // Digests go quietly (no notification sound); alerts do not.
+    const groups = [
+      claimed.filter((notice) => !notice.silent),
+      claimed.filter((notice) => notice.silent),
+    ]
+    const messages = groups.flatMap((group) =>
+      pack(group.map((notice) => notice.embed as Embed)).map((indexes) => ({
+        notices: indexes.map((i) => group[i]!),
+        silent: group[0]!.silent,
+      })),
+    )
+    for (const [index, message] of messages.entries()) {
+      const keys = message.notices.map((notice) => notice.key)
+      const result = yield* Effect.either(
+        notifier.send(
+          payload({
+            embeds: message.notices.map((notice) => notice.embed as Embed),
+            ...(message.silent ? { flags: SUPPRESS_NOTIFICATIONS } : {}),
+          }),
+        ),
+      )
+      if (Either.isLeft(result)) {
+        yield* store.releaseNotices(
+          messages.slice(index).flatMap((m) => m.notices.map((n) => n.key)),
+        )
+        return yield* Effect.fail(result.left)
+      }
+      yield* store.markNoticesNotified(keys, yield* Clock.currentTimeMillis)
+      sent += keys.length
+    }
+    if (claimed.length < CLAIM_BATCH) break
+  }
   return sent
 })
 
@@ -378,6 +428,7 @@ export const runPassWith = (options: PassOptions) =>
         .pipe(Effect.tapError(() => store.deleteMeta(META_WATCHING)))
     }
 
+    yield* runGuards
     const delivered = yield* Effect.either(deliverPending)
     const summary: PassSummary = {
       apps: allApps.length,
