@@ -43,13 +43,32 @@ export const quickRetry: RetryPolicyShape = {
   requestTimeout: Duration.seconds(2),
 }
 
-/** A fresh in-memory SQLite with the shared migrations applied. */
-export const layerSqlite = Layer.effectDiscard(
-  Migrator.make({})({ loader: fromSqlFiles(migrationFiles) }),
-).pipe(Layer.provideMerge(SqliteClient.layer({ filename: ":memory:" })))
+/** SQLite with the shared migrations applied; in memory unless a file. */
+export const layerSqliteAt = (filename: string) =>
+  Layer.effectDiscard(
+    Migrator.make({})({ loader: fromSqlFiles(migrationFiles) }),
+  ).pipe(Layer.provideMerge(SqliteClient.layer({ filename })))
+
+export const layerSqlite = layerSqliteAt(":memory:")
 
 export const layerEnv = (env: Record<string, string>) =>
   Layer.setConfigProvider(ConfigProvider.fromMap(new Map(Object.entries(env))))
+
+/** Fakes on 127.0.0.1; the fake Fly dates events with `now` when given. */
+export const fakesAt = (now?: () => number) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const fly = await FakeFly.start({
+        token: FLY_TOKEN,
+        org: ORG,
+        ...(now === undefined ? {} : { now }),
+      })
+      const discord = await FakeDiscord.start()
+      return { fly, discord }
+    }),
+    ({ fly, discord }) =>
+      Effect.promise(() => Promise.all([fly.stop(), discord.stop()])),
+  )
 
 export const fakes = Effect.acquireRelease(
   Effect.promise(async () => {
@@ -72,13 +91,14 @@ export const envFor = (fly: FakeFly, discord: FakeDiscord) => ({
 export const layerMonitor = (
   env: Record<string, string>,
   policy: RetryPolicyShape = quickRetry,
+  database = layerSqlite,
 ) =>
   Layer.mergeAll(FlyEvents.Default, EventStore.Default, Notifier.Default).pipe(
     Layer.provideMerge(
       Layer.mergeAll(
         FetchHttpClient.layer,
         RetryPolicy.layer(policy),
-        layerSqlite,
+        database,
       ),
     ),
     Layer.provide(layerEnv(env)),

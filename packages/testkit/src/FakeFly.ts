@@ -40,6 +40,8 @@ export interface FakeExitOptions {
   restartCount?: number
   /** Back-dates the event; defaults to the next tick of `now`. */
   timestamp?: number
+  /** Who asked; "flyd" unless given. */
+  source?: string
 }
 
 const SCHEME = /^(?:flyv1|bearer)\s+/i
@@ -86,6 +88,8 @@ const safeDecode = (segment: string) => {
 export class FakeFly {
   readonly url: string
   readonly requests: FakeFlyRequest[] = []
+  /** Machines stopped through the API, in order. */
+  readonly stopped: string[] = []
   latencyMs = 0
   /** The clock events and timestamps are taken from. */
   readonly now: () => number
@@ -225,7 +229,7 @@ export class FakeFly {
     return this.emit(machineId, {
       type: "exit",
       status: "stopped",
-      source: "flyd",
+      source: opts.source ?? "flyd",
       timestamp,
       request: opts.monitorEvent
         ? { MonitorEvent: { exit_event: exitEvent }, restart_count }
@@ -343,6 +347,16 @@ export class FakeFly {
       .split("/")
       .filter((s) => s !== "")
       .map(safeDecode)
+    if (
+      method === "POST" &&
+      path.length === 6 &&
+      path[0] === "v1" &&
+      path[1] === "apps" &&
+      path[3] === "machines" &&
+      path[5] === "stop"
+    ) {
+      return this.stopRequest(path[2] ?? "", path[4] ?? "")
+    }
     if (method !== "GET" || path[0] !== "v1" || path[1] !== "apps") {
       return notFound("not found")
     }
@@ -376,6 +390,28 @@ export class FakeFly {
       return { status: 400, body: { error: "invalid limit" } }
     }
     return { status: 200, body: machine.events.slice(0, Math.min(limit, 50)) }
+  }
+
+  // Fly answers a stop of a machine that is not started with 412.
+  private stopRequest(
+    appName: string,
+    machineId: string,
+  ): { status: number; body: unknown } {
+    const machine = this.apps
+      .get(appName)
+      ?.machines.find((m) => m.id === machineId)
+    if (machine === undefined) {
+      return { status: 404, body: { error: "machine not found" } }
+    }
+    if (machine.state !== "started") {
+      return {
+        status: 412,
+        body: { error: "unable to stop machine, not currently started" },
+      }
+    }
+    this.stopped.push(machineId)
+    this.exit(machineId, { requestedStop: true, source: "user" })
+    return { status: 200, body: { ok: true } }
   }
 
   private listApps() {
