@@ -1,0 +1,128 @@
+import { assert, describe, it } from "@effect/vitest"
+import { env, SELF } from "cloudflare:test"
+import { isStale } from "../src/Health.ts"
+import { LastPass } from "../src/LastPass.ts"
+import { control } from "./control.ts"
+import { freshFakes, lastPass, tick } from "./support.ts"
+
+const get = async (path: string, init?: RequestInit) => {
+  const response = await SELF.fetch(`http://monitor.test${path}`, init)
+  return { status: response.status, text: await response.text() }
+}
+
+const healthz = async () => {
+  const { status, text } = await get("/healthz")
+  return { status, body: JSON.parse(text), text }
+}
+
+describe("/healthz", () => {
+  it("is 503 before any pass", async () => {
+    assert.deepStrictEqual(await healthz(), {
+      status: 503,
+      body: { lastPass: null },
+      text: '{"lastPass":null}',
+    })
+  })
+
+  it("serves time, outcome and counts of the last pass, nothing more", async () => {
+    const { urls, vars } = await freshFakes()
+    await control.addApp("secret-project")
+    await control.addMachine({
+      app: "secret-project",
+      id: "0c7a51e4d93b28",
+      name: "hidden-name",
+      region: "ams",
+    })
+    await control.start("0c7a51e4d93b28")
+    await tick({ ...vars, LOG_LEVEL: "Off" })
+
+    const { status, body, text } = await healthz()
+    const recorded = await lastPass()
+    assert.strictEqual(status, 200)
+    assert.deepStrictEqual(body, {
+      lastPass: {
+        finishedAt: recorded.finishedAt,
+        ok: true,
+        stale: false,
+        counts: recorded.counts,
+        subrequests: { total: 3, fly: 2, refused: 0 },
+        failure: null,
+      },
+    })
+    assert.strictEqual(body.lastPass.counts.machines, 1)
+    for (const secret of [
+      "secret-project",
+      "hidden-name",
+      "0c7a51e4d93b28",
+      "acme",
+      urls.flyUrl,
+      urls.webhookUrl,
+    ])
+      assert.notInclude(text, secret)
+  })
+
+  it("is 503 with the kind of failure, never its message", async () => {
+    const { vars } = await freshFakes()
+    await tick({
+      ...vars,
+      FLY_API_TOKEN: "FlyV1 fm2_revoked",
+      LOG_LEVEL: "Off",
+    })
+
+    const { status, body, text } = await healthz()
+    const recorded = await lastPass()
+    assert.strictEqual(status, 503)
+    assert.deepStrictEqual(body.lastPass.failure, {
+      kind: "FlyApiError",
+      reason: "Unauthorized",
+    })
+    assert.strictEqual(body.lastPass.ok, false)
+    assert.strictEqual(body.lastPass.counts, null)
+    // The message stays in D1, for whoever reads it there.
+    assert.include(recorded.failure.message, "token rejected")
+    assert.notInclude(text, "token rejected")
+    assert.notInclude(text, "acme")
+  })
+
+  it("is 503 once three cron events passed without a pass", async () => {
+    const old = new LastPass({
+      finishedAt: new Date(Date.now() - 3_600_000).toISOString(),
+      cron: "*/5 * * * *",
+      ok: true,
+    })
+    await env.DB.prepare(
+      "INSERT INTO meta (key, value, updated_at) VALUES ('last_pass', ?, 0)",
+    )
+      .bind(JSON.stringify(old))
+      .run()
+
+    const { status, body } = await healthz()
+    assert.strictEqual(status, 503)
+    assert.strictEqual(body.lastPass.stale, true)
+  })
+
+  it("counts staleness in cron events, with a minute of grace", () => {
+    const at = (finishedAt: string, cron: string) =>
+      new LastPass({ finishedAt, cron, ok: true })
+    const fiveMinutes = at("2026-03-01T10:00:03.000Z", "*/5 * * * *")
+    assert.isFalse(isStale(fiveMinutes, Date.parse("2026-03-01T10:15:59Z")))
+    assert.isTrue(isStale(fiveMinutes, Date.parse("2026-03-01T10:16:01Z")))
+    const hourly = at("2026-03-01T10:00:05.000Z", "0 * * * *")
+    assert.isFalse(isStale(hourly, Date.parse("2026-03-01T13:00:30Z")))
+    assert.isTrue(isStale(hourly, Date.parse("2026-03-01T13:01:01Z")))
+  })
+
+  it("answers 404 everywhere else", async () => {
+    for (const [path, method] of [
+      ["/", "GET"],
+      ["/healthz/", "GET"],
+      ["/healthz?x=1", "POST"],
+      ["/events", "GET"],
+      ["/__scheduled", "GET"],
+    ] as const)
+      assert.deepStrictEqual(
+        [path, method, (await get(path, { method })).status],
+        [path, method, 404],
+      )
+  })
+})
