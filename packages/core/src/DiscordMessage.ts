@@ -231,6 +231,8 @@ export const pack = (
 export interface WatchCounts {
   readonly org: string
   readonly apps: number
+  /** Apps listed so far: fewer than `apps` under a request budget. */
+  readonly appsPolled: number
   readonly machines: number
   readonly running: number
 }
@@ -242,8 +244,11 @@ const plural = (count: number, word: string) =>
 export const watchingMessage = (counts: WatchCounts): DiscordPayload =>
   payload({
     content: truncate(
-      `Now watching org ${code(counts.org)}: ${plural(counts.apps, "app")}, ` +
-        `${plural(counts.machines, "machine")}, ${counts.running} running. ` +
+      `Now watching org ${code(counts.org)}: ${plural(counts.apps, "app")}` +
+        (counts.appsPolled < counts.apps
+          ? ` (${counts.appsPolled} listed so far)`
+          : "") +
+        `, ${plural(counts.machines, "machine")}, ${counts.running} running. ` +
         `Machine starts, stops and exits from now on will be posted here.`,
       Limits.content,
     ),

@@ -212,9 +212,14 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
                   detail: `no answer within ${Duration.format(policy.requestTimeout)}`,
                 }),
             }),
-            // Fly documents no Retry-After, but honour one when it comes.
+            // Fly documents no Retry-After, but honour one when it comes,
+            // up to the longest wait the runtime allows.
             Effect.tapError((error) =>
-              error.retryAfter ? Effect.sleep(error.retryAfter) : Effect.void,
+              error.retryAfter
+                ? Effect.sleep(
+                    Duration.min(error.retryAfter, policy.longestRateLimitWait),
+                  )
+                : Effect.void,
             ),
           )
         return attempt.pipe(

@@ -31,6 +31,7 @@ const MAX_BATCHES_PER_PASS = 50
 
 const META_WATCHING = "watching_sent_at"
 const META_APP_CURSOR = "app_cursor"
+const META_BASELINE_PENDING = "baseline_pending_apps"
 
 export interface PassSummary {
   readonly apps: number
@@ -264,7 +265,7 @@ export interface PassOptions {
 }
 
 /** Requests kept back from app listings for full event lists. */
-const BACKFILL_RESERVE = 5
+export const BACKFILL_RESERVE = 5
 
 /**
  * The apps to poll this pass, in name order from `cursor` and wrapping
@@ -312,6 +313,17 @@ export const runPassWith = (options: PassOptions) =>
       (yield* store.openRuns()).map((run) => [run.machineId, run.startedAt]),
     )
     const allApps = yield* fly.listApps()
+    // Apps the monitor has not yet polled since it started watching: their
+    // first listing is recorded, not announced. With a request budget the
+    // first pass reaches only some apps, and a failed listing reaches none.
+    const pendingText = yield* store.getMeta(META_BASELINE_PENDING)
+    const unbaselined = new Set<string>(
+      baseline
+        ? allApps.map((app) => app.name)
+        : pendingText === undefined
+          ? []
+          : (JSON.parse(pendingText) as Array<string>),
+    )
     const cursor = yield* store.getMeta(META_APP_CURSOR)
     const selection = selectApps(
       allApps.map((app) => app.name),
@@ -346,6 +358,7 @@ export const runPassWith = (options: PassOptions) =>
         continue
       }
       const { app } = listing.right
+      const recordOnly = unbaselined.delete(app)
       skippedMachines += listing.right.skipped.length
       for (const machine of listing.right.machines) {
         const now = yield* Clock.currentTimeMillis
@@ -353,7 +366,7 @@ export const runPassWith = (options: PassOptions) =>
         if (machine.state === "started") running++
         const record = known.get(machine.id)
         let events = machine.events
-        if (!baseline && tailMayBeTruncated(record, events)) {
+        if (!recordOnly && tailMayBeTruncated(record, events)) {
           if ((yield* flyRequests) >= budget) {
             // Left untouched, the machine is compared afresh next pass.
             deferredMachines++
@@ -383,7 +396,7 @@ export const runPassWith = (options: PassOptions) =>
           app,
           open: openRuns.get(machine.id),
           // On the first pass history is not replayed: only what runs now.
-          fresh: baseline ? [] : fresh,
+          fresh: recordOnly ? [] : fresh,
           all: events,
           now,
         })
@@ -400,9 +413,9 @@ export const runPassWith = (options: PassOptions) =>
         if (relevant.length > 0) {
           const inserted = yield* store.insertEvents(relevant, {
             now,
-            baseline,
+            baseline: recordOnly,
           })
-          if (!baseline) newEvents += inserted.length
+          if (!recordOnly) newEvents += inserted.length
         }
         const next = nextRecord(app, machine, record, events)
         if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
@@ -411,6 +424,9 @@ export const runPassWith = (options: PassOptions) =>
 
     const now = yield* Clock.currentTimeMillis
     if (baseline) yield* store.setMeta(META_BASELINE, String(now), now)
+    const stillPending = JSON.stringify([...unbaselined].sort())
+    if (stillPending !== (pendingText ?? "[]"))
+      yield* store.setMeta(META_BASELINE_PENDING, stillPending, now)
     if ((selection.next ?? "") !== (cursor ?? ""))
       yield* store.setMeta(META_APP_CURSOR, selection.next ?? "", now)
     // Claimed before sending, so two first passes at once send it once; a
@@ -421,6 +437,7 @@ export const runPassWith = (options: PassOptions) =>
           watchingMessage({
             org: fly.orgSlug,
             apps: allApps.length,
+            appsPolled: selection.apps.length - failedApps,
             machines,
             running,
           }),

@@ -130,9 +130,11 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
               detail: `network error (${cause.reason})`,
             }),
         ),
+        // The body is read even on success: workerd aborts a response left
+        // unread, outside the request that owns it.
         Effect.flatMap((response) =>
           response.status >= 200 && response.status < 300
-            ? Effect.void
+            ? Effect.ignore(response.text)
             : failure(response),
         ),
         Effect.timeoutFail({

@@ -203,7 +203,13 @@ describe("Discord messages", () => {
 
   it("sends every message with mentions off and a fixed username", () => {
     assert.deepStrictEqual(
-      watchingMessage({ org: "acme", apps: 3, machines: 5, running: 1 }),
+      watchingMessage({
+        org: "acme",
+        apps: 3,
+        appsPolled: 3,
+        machines: 5,
+        running: 1,
+      }),
       {
         username: "Fly Machine Monitor",
         allowed_mentions: { parse: [] },

@@ -299,6 +299,38 @@ describe("one pass", () => {
   )
 })
 
+describe("baseline per app", () => {
+  it.scopedLive("records, not announces, an app the first pass missed", () =>
+    Effect.gen(function* () {
+      const { fly, discord } = yield* fakes
+      seedOrg(fly)
+      fly.failNext(
+        { path: /^\/v1\/apps\/dev\/machines$/ },
+        { status: 503, times: 3 },
+      )
+      yield* Effect.gen(function* () {
+        const first = yield* runPass
+        const restarted = fly.start("m3")
+        const second = yield* runPass
+        const crashed = fly.exit("m3", { exitCode: 1 })
+        const third = yield* runPass
+        assert.deepStrictEqual(
+          [first.failedApps, second.newEvents, third.newEvents],
+          [1, 0, 1],
+        )
+        assert.strictEqual(
+          discord.messages[0]!.content,
+          "Now watching org `acme`: 2 apps (1 listed so far), 2 machines, " +
+            "1 running. Machine starts, stops and exits from now on will be " +
+            "posted here.",
+        )
+        assert.notInclude(footers(discord), `event ${restarted.id}`)
+        assert.deepStrictEqual(footers(discord), keysOf(crashed.id))
+      }).pipe(Effect.provide(layerMonitor(envFor(fly, discord))))
+    }),
+  )
+})
+
 describe("selectApps", () => {
   const names = ["e", "a", "d", "b", "c"]
   it("takes every app when all fit", () => {
