@@ -5,7 +5,13 @@ import { FlyEvents } from "@flymon/core/FlyEvents"
 import { runPass } from "@flymon/core/Monitor"
 import { Notifier } from "@flymon/core/Notifier"
 import { RetryPolicy } from "@flymon/core/RetryPolicy"
-import { CoreSettings, describeConfigError } from "@flymon/core/Settings"
+import {
+  CoreSettings,
+  CostSettings,
+  describeConfigError,
+} from "@flymon/core/Settings"
+import { status } from "@flymon/core/Status"
+import { readFileSync } from "node:fs"
 import {
   Cause,
   Config,
@@ -22,12 +28,16 @@ import {
 import { layerDatabase } from "./Database.ts"
 import { patientRetry } from "./Policy.ts"
 import { BunSettings } from "./Settings.ts"
+import { renderStatus } from "./StatusTable.ts"
 
 const USAGE = `Usage: pnpm --filter bun start [--once] [--dry-run]
+       pnpm --filter bun start status
 
   --once      run one pass, then exit (0 on success, 1 if the pass failed)
   --dry-run   print the Discord messages instead of sending them
               (printed alerts count as delivered)
+  status      print the running machines, their rate and the month's cost
+              so far, from the database (no Fly or Discord request)
 
 Configuration comes from the environment, .env and .env.local; see README.md.`
 
@@ -37,9 +47,10 @@ class ExitCode extends Data.TaggedError("ExitCode")<{
 
 const parseArgs = (args: ReadonlyArray<string>) =>
   Effect.gen(function* () {
-    const flags = { once: false, dryRun: false }
+    const flags = { once: false, dryRun: false, status: false }
     for (const arg of args) {
-      if (arg === "--once") flags.once = true
+      if (arg === "status") flags.status = true
+      else if (arg === "--once") flags.once = true
       else if (arg === "--dry-run") flags.dryRun = true
       else if (arg === "--help" || arg === "-h") {
         yield* Console.log(USAGE)
@@ -77,22 +88,68 @@ const reportPassFailure = (cause: Cause.Cause<unknown>) =>
     ),
   )
 
-const program = Effect.gen(function* () {
-  const flags = yield* parseArgs(process.argv.slice(2))
-  const [, settings] = yield* Config.all([CoreSettings, BunSettings]).pipe(
-    Effect.catchIf(ConfigError.isConfigError, (error) =>
-      Effect.forEach(describeConfigError(error), (line) =>
-        Console.error(`configuration error: ${line}`),
-      ).pipe(
-        Effect.zipRight(
-          Console.error(
-            "Set the variables in apps/bun/.env.local (see README.md), " +
-              "or try the simulated org with `pnpm demo`.",
-          ),
-        ),
-        Effect.zipRight(new ExitCode({ code: 2 })),
+const configError = (error: ConfigError.ConfigError) =>
+  Effect.forEach(describeConfigError(error), (line) =>
+    Console.error(`configuration error: ${line}`),
+  ).pipe(
+    Effect.zipRight(
+      Console.error(
+        "Set the variables in apps/bun/.env.local (see README.md), " +
+          "or try the simulated org with `pnpm demo`.",
       ),
     ),
+    Effect.zipRight(new ExitCode({ code: 2 })),
+  )
+
+// PRICES_FILE names a JSON price override; PRICES, when set, wins.
+const readPricesFile = Effect.sync(() => {
+  const file = process.env.PRICES_FILE
+  if (file === undefined || file === "" || process.env.PRICES !== undefined)
+    return undefined
+  try {
+    process.env.PRICES = readFileSync(file, "utf8")
+    return undefined
+  } catch (error) {
+    return `PRICES_FILE: could not be read: ${(error as Error).message}`
+  }
+}).pipe(
+  Effect.flatMap((problem) =>
+    problem === undefined
+      ? Effect.void
+      : Console.error(`configuration error: ${problem}`).pipe(
+          Effect.zipRight(new ExitCode({ code: 2 })),
+        ),
+  ),
+)
+
+const printStatus = Effect.gen(function* () {
+  const [, settings] = yield* Config.all([CostSettings, BunSettings]).pipe(
+    Effect.catchIf(ConfigError.isConfigError, configError),
+  )
+  const report = yield* status.pipe(
+    Effect.provide(
+      EventStore.Default.pipe(
+        Layer.provide(layerDatabase(settings.databasePath)),
+      ),
+    ),
+    Effect.catchIf(
+      (error): error is Exclude<typeof error, ExitCode> =>
+        !(error instanceof ExitCode),
+      (error) =>
+        Console.error(`could not read the database: ${error.message}`).pipe(
+          Effect.zipRight(new ExitCode({ code: 1 })),
+        ),
+    ),
+  )
+  yield* Console.log(renderStatus(report))
+})
+
+const program = Effect.gen(function* () {
+  const flags = yield* parseArgs(process.argv.slice(2))
+  yield* readPricesFile
+  if (flags.status) return yield* printStatus
+  const [, settings] = yield* Config.all([CoreSettings, BunSettings]).pipe(
+    Effect.catchIf(ConfigError.isConfigError, configError),
   )
   let passes = 0
   const pass = Effect.suspend(() => {

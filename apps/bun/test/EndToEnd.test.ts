@@ -216,4 +216,71 @@ describe("the Bun runner, end to end", () => {
       'message="polling every 200ms; stop with Ctrl+C"',
     )
   })
+
+  it("prints running machines, rates and the month so far with status", async () => {
+    createDemoOrg(fly)
+    const pass = await runCli(["--once"], env(), { cwd: dir })
+    assert.strictEqual(pass.code, 0)
+    const sentBefore = discord.requests.length
+    const flyBefore = fly.requests.length
+    const result = await runCli(
+      ["status"],
+      { DATABASE_PATH: env().DATABASE_PATH },
+      { cwd: dir },
+    )
+    assert.strictEqual(result.code, 0, result.stderr)
+    const lines = result.stdout.trim().split("\n")
+    assert.match(
+      lines[0]!,
+      /^Fly machines running at \d{4}-\d\d-\d\d \d\d:\d\d UTC$/,
+    )
+    assert.deepStrictEqual(lines[2]!.split(/\s{2,}/), [
+      "APP",
+      "MACHINE",
+      "ID",
+      "REGION",
+      "SIZE",
+      "RUNNING",
+      "RATE",
+      "MONTH",
+    ])
+    // Longest running first: the sandbox started 21 days ago, shop-web 2.
+    const rows = lines.slice(3, 5).map((line) => line.split(/\s{2,}/))
+    assert.deepStrictEqual(
+      rows.map((row) => [row.slice(0, 5), row[6]]),
+      [
+        [
+          [
+            "dev-sandbox",
+            "scratch-box-1180",
+            demoMachines.sandbox,
+            "sjc",
+            "shared-cpu-2x 512MB",
+          ],
+          "$0.0064/h",
+        ],
+        [
+          [
+            "shop-web",
+            "wandering-meadow-4821",
+            demoMachines.shopWebAms,
+            "ams",
+            "shared-cpu-1x 256MB",
+          ],
+          "$0.0027/h",
+        ],
+      ],
+    )
+    // Started 21 and 2 days before the org was made, a few seconds ago.
+    assert.match(rows[0]![5]!, /^(20 d 23 h|21 d)$/)
+    assert.match(rows[1]![5]!, /^(1 d 23 h|2 d)$/)
+    assert.match(
+      result.stdout,
+      /\n\d{4}-\d\d: month to date ≈ \$\d+\.\d\d, projected ≈ \$\d+\.\d\d if what runs now keeps running\n/,
+    )
+    assert.deepStrictEqual(
+      [discord.requests.length, fly.requests.length],
+      [sentBefore, flyBefore],
+    )
+  })
 })

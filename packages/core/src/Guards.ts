@@ -18,7 +18,7 @@ import { CostSettings, maxRuntimeFor } from "./Settings.ts"
 // for, stopping machines past a hard cap. Each alert is queued as a notice
 // with a key that makes it once-only, so a restart never repeats one early.
 
-const HOUR = 3_600_000
+export const HOUR = 3_600_000
 const DAY = 24 * HOUR
 export const BUDGET_THRESHOLDS = [50, 80, 100] as const
 const FORGOTTEN_AFTER = 30 * DAY
