@@ -12,6 +12,17 @@ export interface Env {
   readonly DISCORD_WEBHOOK_URL?: string
   readonly MONITORED_EVENTS?: string
   readonly LOG_LEVEL?: string
+  /** Bearer token for GET /status; the endpoint is off without it. */
+  readonly STATUS_TOKEN?: string
+  readonly MAX_RUNTIME?: string
+  readonly MAX_RUNTIME_BY_APP?: string
+  readonly REMIND_EVERY?: string
+  readonly MONTHLY_BUDGET_USD?: string
+  readonly PRICES?: string
+  readonly DIGEST_HOUR?: string
+  readonly DIGEST_TIMEZONE?: string
+  readonly AUTO_STOP?: string
+  readonly AUTO_STOP_AFTER?: string
 }
 
 /** Effect `Config` reads the Worker's string variables and secrets. */

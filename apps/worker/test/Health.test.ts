@@ -3,6 +3,7 @@ import { env, SELF } from "cloudflare:test"
 import { isStale } from "../src/Health.ts"
 import { LastPass } from "../src/LastPass.ts"
 import { control } from "./control.ts"
+import worker from "../src/index.ts"
 import { freshFakes, lastPass, tick } from "./support.ts"
 
 const get = async (path: string, init?: RequestInit) => {
@@ -124,5 +125,65 @@ describe("/healthz", () => {
         [path, method, (await get(path, { method })).status],
         [path, method, 404],
       )
+  })
+})
+
+describe("/status", () => {
+  it("is 401 without the bearer token, 404 when none is configured", async () => {
+    const { vars } = await freshFakes()
+    const token = "status-secret-token"
+    const call = (authorization?: string, configured = true) =>
+      worker.fetch(
+        new Request("http://monitor.test/status", {
+          headers: authorization === undefined ? {} : { authorization },
+        }),
+        { ...vars, ...(configured ? { STATUS_TOKEN: token } : {}) },
+      )
+    const missing = await call()
+    const wrong = await call("Bearer not-it")
+    const off = await call(`Bearer ${token}`, false)
+    assert.deepStrictEqual(
+      [missing.status, wrong.status, off.status],
+      [401, 401, 404],
+    )
+    assert.notInclude(await wrong.text(), token)
+  })
+
+  it("returns running machines, rates and the month so far", async () => {
+    const { vars } = await freshFakes()
+    await control.addApp("api")
+    await control.addMachine({
+      app: "api",
+      id: "148ed193b95089",
+      name: "api-1",
+      region: "sjc",
+      guest: { cpu_kind: "performance", cpus: 1, memory_mb: 2048 },
+    })
+    await tick({ ...vars, LOG_LEVEL: "Off" })
+    await control.start("148ed193b95089")
+    await tick({ ...vars, LOG_LEVEL: "Off" })
+    const response = await worker.fetch(
+      new Request("http://monitor.test/status", {
+        headers: { authorization: "Bearer status-secret-token" },
+      }),
+      { ...vars, STATUS_TOKEN: "status-secret-token" },
+    )
+    const body = (await response.json()) as {
+      running: Array<Record<string, unknown>>
+      budgetUsd: number | null
+    }
+    assert.strictEqual(response.status, 200)
+    assert.deepStrictEqual(
+      body.running.map((m) => [m.app, m.machineId, m.name, m.region, m.size]),
+      [["api", "148ed193b95089", "api-1", "sjc", "performance-1x 2048MB"]],
+    )
+    // performance-1x in sjc: $31.00 × 2.32/1.94 per 720 hours.
+    assert.approximately(
+      body.running[0]!.hourlyUsd as number,
+      (31 * 2.32) / 1.94 / 720,
+      1e-9,
+    )
+    assert.strictEqual(body.running[0]!.estimated, false)
+    assert.strictEqual(body.budgetUsd, null)
   })
 })
