@@ -604,7 +604,69 @@ export class EventStore extends Effect.Service<EventStore>()(
         )
       })
 
+      const count = (table: "events" | "machines" | "runs" | "notices") =>
+        sql<{ n: number }>`SELECT COUNT(*) AS n FROM ${sql(table)}`.pipe(
+          Effect.map((rows) => Number(rows[0]?.n ?? 0)),
+          Effect.mapError(fail("count rows")),
+        )
+
+      /** Rows per table, for metrics and the cleanup log. */
+      const rowCounts = Effect.fn("EventStore.rowCounts")(function* () {
+        return {
+          events: yield* count("events"),
+          machines: yield* count("machines"),
+          runs: yield* count("runs"),
+          notices: yield* count("notices"),
+        }
+      })
+
+      /**
+       * Deletes what is no longer needed: delivered events and notices
+       * older than `before`, the oldest delivered events past `maxEvents`,
+       * machines destroyed before `before`, and runs that ended before
+       * `runsBefore`. An alert still waiting for Discord is never deleted.
+       * Each statement stands alone (no transaction), so D1 runs it too.
+       */
+      const cleanup = Effect.fn("EventStore.cleanup")(
+        function* (options: {
+          readonly before: number
+          /** Runs are kept for the month-to-date figures too. */
+          readonly runsBefore: number
+          readonly maxEvents: number
+        }) {
+          const removed = (rows: ReadonlyArray<unknown>) => rows.length
+          const expired = yield* sql`DELETE FROM events
+          WHERE notified_at IS NOT NULL AND timestamp < ${options.before}
+          RETURNING key`.pipe(Effect.map(removed))
+          const total = yield* count("events")
+          const over = Math.max(0, total - options.maxEvents)
+          const capped =
+            over === 0
+              ? 0
+              : yield* sql`DELETE FROM events WHERE key IN (
+                SELECT key FROM events WHERE notified_at IS NOT NULL
+                ORDER BY timestamp, key LIMIT ${over})
+              RETURNING key`.pipe(Effect.map(removed))
+          const machines = yield* sql`DELETE FROM machines
+          WHERE state = 'destroyed'
+            AND COALESCE(last_event_at, updated_at) < ${options.before}
+          RETURNING id`.pipe(Effect.map(removed))
+          const runs = yield* sql`DELETE FROM runs
+          WHERE stopped_at IS NOT NULL AND stopped_at < ${options.runsBefore}
+          RETURNING machine_id`.pipe(Effect.map(removed))
+          const notices = yield* sql`DELETE FROM notices
+          WHERE notified_at IS NOT NULL AND created_at < ${options.before}
+          RETURNING key`.pipe(Effect.map(removed))
+          return { events: expired + capped, machines, runs, notices }
+        },
+        Effect.mapError((error) =>
+          error instanceof StoreError ? error : fail("clean up")(error),
+        ),
+      )
+
       return {
+        rowCounts,
+        cleanup,
         openRuns,
         runsSince,
         unresolvedRunaways,

@@ -9,6 +9,7 @@ import {
 import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
 import { FlyEvents } from "./FlyEvents.ts"
 import { META_BASELINE, runGuards } from "./Guards.ts"
+import { dailyCleanup, retentionCutoff } from "./Retention.ts"
 import { planRuns } from "./Runs.ts"
 import { deliverPending } from "./Delivery.ts"
 import { Notifier } from "./Notifier.ts"
@@ -61,12 +62,16 @@ const isNewer = (
   record: MachineRecord | undefined,
   machineId: string,
   event: MachineEvent,
+  cutoff: number,
 ) =>
-  record === undefined ||
-  record.lastEventAt === null ||
-  event.timestamp > record.lastEventAt ||
-  (event.timestamp === record.lastEventAt &&
-    eventKey(machineId, event) !== record.lastEventKey)
+  // Past the retention an event is history, even for a machine the store
+  // no longer remembers (a long-destroyed machine Fly still lists).
+  event.timestamp >= cutoff &&
+  (record === undefined ||
+    record.lastEventAt === null ||
+    event.timestamp > record.lastEventAt ||
+    (event.timestamp === record.lastEventAt &&
+      eventKey(machineId, event) !== record.lastEventKey))
 
 const toNewEvent = (
   app: string,
@@ -226,6 +231,7 @@ export const runPassWith = (options: PassOptions) =>
     const flyRequests = Effect.map(fly.requestsMade, (n) => n - requestsBefore)
 
     const baseline = (yield* store.getMeta(META_BASELINE)) === undefined
+    const cutoff = yield* retentionCutoff
     const known = yield* store.machines()
     const openRuns = new Map(
       (yield* store.openRuns()).map((run) => [run.machineId, run.startedAt]),
@@ -307,7 +313,7 @@ export const runPassWith = (options: PassOptions) =>
           events = mergeEvents(machine.id, events, full)
         }
         const fresh = events.filter((event) =>
-          isNewer(record, machine.id, event),
+          isNewer(record, machine.id, event, cutoff),
         )
         const ranMs = yield* trackRuns({
           machine,
@@ -363,6 +369,7 @@ export const runPassWith = (options: PassOptions) =>
         .pipe(Effect.tapError(() => store.deleteMeta(META_WATCHING)))
     }
 
+    yield* dailyCleanup
     yield* runGuards
     const delivered = yield* Effect.either(deliverPending)
     const summary: PassSummary = {

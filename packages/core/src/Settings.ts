@@ -203,11 +203,24 @@ export const maxRuntimeFor = (settings: CostSettings, app: string) =>
   settings.maxRuntimeByApp.find((o) => o.pattern.test(app))?.value ??
   settings.maxRuntime
 
+export const RetentionSettings = Config.all({
+  eventsRetention: durationVar("EVENTS_RETENTION", "30 days"),
+  maxEvents: Config.integer("MAX_EVENTS").pipe(
+    Config.validate({
+      message: "expected a whole number of at least 1000",
+      validation: (n) => n >= 1000,
+    }),
+    Config.withDefault(100_000),
+  ),
+})
+export type RetentionSettings = Config.Config.Success<typeof RetentionSettings>
+
 export const CoreSettings = Config.all([
   FlySettings,
   DiscordSettings,
   MonitorSettings,
   CostSettings,
+  RetentionSettings,
 ])
 
 /**

@@ -194,6 +194,8 @@ describe("cost guards on simulated time", () => {
       const layer = monitorOn(fly, discord, tempDb(), {
         MONTHLY_BUDGET_USD: "40",
         MAX_RUNTIME: "90d",
+        // Keeps December's delivered notices in the table for the assertion.
+        EVENTS_RETENTION: "90d",
       })
       const passAt = (ms: number) =>
         at(ms).pipe(Effect.zipRight(runPass), Effect.provide(layer))
