@@ -2,7 +2,7 @@ import { FetchHttpClient } from "@effect/platform"
 import { BunRuntime } from "@effect/platform-bun"
 import { EventStore } from "@flymon/core/EventStore"
 import { FlyEvents } from "@flymon/core/FlyEvents"
-import { runPass } from "@flymon/core/Monitor"
+import { runPassAndReport } from "@flymon/core/Outage"
 import { Notifier } from "@flymon/core/Notifier"
 import { RetryPolicy } from "@flymon/core/RetryPolicy"
 import {
@@ -154,7 +154,7 @@ const program = Effect.gen(function* () {
   let passes = 0
   const pass = Effect.suspend(() => {
     passes++
-    return runPass.pipe(Effect.annotateLogs("pass", passes))
+    return runPassAndReport().pipe(Effect.annotateLogs("pass", passes))
   })
   const work = flags.once
     ? pass.pipe(

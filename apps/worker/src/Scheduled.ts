@@ -1,6 +1,7 @@
 import { EventStore } from "@flymon/core/EventStore"
 import { FlyEvents } from "@flymon/core/FlyEvents"
-import { runPassWith, type PassSummary } from "@flymon/core/Monitor"
+import type { PassSummary } from "@flymon/core/Monitor"
+import { runPassAndReport } from "@flymon/core/Outage"
 import { Notifier } from "@flymon/core/Notifier"
 import { RetryPolicy } from "@flymon/core/RetryPolicy"
 import { CoreSettings, describeConfigError } from "@flymon/core/Settings"
@@ -150,7 +151,7 @@ const pass = (cron: string) =>
     }
     const [[fly]] = settings.right
     const sent = yield* Ref.make(noSubrequests)
-    const exit = yield* runPassWith({
+    const exit = yield* runPassAndReport({
       flyRequestBudget: FLY_REQUEST_BUDGET,
     }).pipe(Effect.provide(layerPassServices(fly.baseUrl, sent)), Effect.exit)
     const subrequests = yield* Ref.get(sent)

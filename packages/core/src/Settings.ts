@@ -215,12 +215,25 @@ export const RetentionSettings = Config.all({
 })
 export type RetentionSettings = Config.Config.Success<typeof RetentionSettings>
 
+/** When failing passes become a Discord alert, and how often it repeats. */
+export const OutageSettings = Config.all({
+  alertAfter: Config.integer("FAILURE_ALERT_AFTER").pipe(
+    Config.validate({
+      message: "expected a whole number of at least 1",
+      validation: (n) => n >= 1,
+    }),
+    Config.withDefault(3),
+  ),
+  remindEvery: durationVar("FAILURE_REMIND_EVERY", "6 hours"),
+})
+
 export const CoreSettings = Config.all([
   FlySettings,
   DiscordSettings,
   MonitorSettings,
   CostSettings,
   RetentionSettings,
+  OutageSettings,
 ])
 
 /**
