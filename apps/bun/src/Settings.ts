@@ -4,6 +4,17 @@ import { DatabasePath } from "./Database.ts"
 
 export const BunSettings = Config.all({
   databasePath: DatabasePath,
+  metricsPort: Config.option(
+    Config.port("METRICS_PORT").pipe(
+      Config.validate({
+        message: "expected a port from 1 to 65535",
+        validation: (port) => port > 0,
+      }),
+    ),
+  ),
+  metricsHost: Config.string("METRICS_HOST").pipe(
+    Config.withDefault("127.0.0.1"),
+  ),
   pollInterval: durationVar("POLL_INTERVAL", "60 seconds"),
   logLevel: Config.logLevel("LOG_LEVEL").pipe(
     Config.withDefault(LogLevel.Info),

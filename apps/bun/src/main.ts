@@ -2,7 +2,8 @@ import { FetchHttpClient } from "@effect/platform"
 import { BunRuntime } from "@effect/platform-bun"
 import { EventStore } from "@flymon/core/EventStore"
 import { FlyEvents } from "@flymon/core/FlyEvents"
-import { runPassAndReport } from "@flymon/core/Outage"
+import * as Metrics from "@flymon/core/Metrics"
+import { describeFailure, runPassAndReport } from "@flymon/core/Outage"
 import { Notifier } from "@flymon/core/Notifier"
 import { RetryPolicy } from "@flymon/core/RetryPolicy"
 import {
@@ -23,9 +24,12 @@ import {
   Exit,
   Layer,
   Logger,
+  Option,
+  Ref,
   Schedule,
 } from "effect"
 import { layerDatabase } from "./Database.ts"
+import { initialHealth, serveMetrics } from "./MetricsServer.ts"
 import { patientRetry } from "./Policy.ts"
 import { BunSettings } from "./Settings.ts"
 import { renderStatus } from "./StatusTable.ts"
@@ -151,10 +155,34 @@ const program = Effect.gen(function* () {
   const [, settings] = yield* Config.all([CoreSettings, BunSettings]).pipe(
     Effect.catchIf(ConfigError.isConfigError, configError),
   )
+  yield* Metrics.initialize
   let passes = 0
+  const health = yield* Ref.make(initialHealth)
   const pass = Effect.suspend(() => {
     passes++
     return runPassAndReport().pipe(Effect.annotateLogs("pass", passes))
+  }).pipe(
+    Effect.tapBoth({
+      onSuccess: () =>
+        Ref.update(health, (h) => ({ ...h, lastSuccessAt: Date.now() })),
+      onFailure: (error) =>
+        Ref.update(health, (h) => ({
+          ...h,
+          lastFailure: { at: Date.now(), ...describeFailure(error) },
+        })),
+    }),
+  )
+  const metrics = Option.match(settings.metricsPort, {
+    onNone: () => Effect.void,
+    onSome: (port) =>
+      Effect.asVoid(
+        serveMetrics({
+          host: settings.metricsHost,
+          port,
+          interval: settings.pollInterval,
+          health,
+        }),
+      ),
   })
   const work = flags.once
     ? pass.pipe(
@@ -162,9 +190,12 @@ const program = Effect.gen(function* () {
         Effect.mapError(() => new ExitCode({ code: 1 })),
         Effect.asVoid,
       )
-    : Effect.log(
-        `polling every ${Duration.format(settings.pollInterval)}; stop with Ctrl+C`,
-      ).pipe(
+    : metrics.pipe(
+        Effect.zipRight(
+          Effect.log(
+            `polling every ${Duration.format(settings.pollInterval)}; stop with Ctrl+C`,
+          ),
+        ),
         Effect.zipRight(
           pass.pipe(
             Effect.catchAllCause(reportPassFailure),
@@ -185,6 +216,7 @@ const program = Effect.gen(function* () {
         ),
     ),
     Logger.withMinimumLogLevel(settings.logLevel),
+    Effect.scoped,
   )
 })
 

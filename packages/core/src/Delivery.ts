@@ -1,4 +1,4 @@
-import { Clock, Effect, Either } from "effect"
+import { Clock, Effect, Either, Metric } from "effect"
 import {
   type Embed,
   eventEmbed,
@@ -7,13 +7,20 @@ import {
   SUPPRESS_NOTIFICATIONS,
 } from "./DiscordMessage.ts"
 import { EventStore } from "./EventStore.ts"
-import { Notifier } from "./Notifier.ts"
+import * as Metrics from "./Metrics.ts"
+import { type DiscordError, Notifier } from "./Notifier.ts"
 import { CostSettings } from "./Settings.ts"
 
 /** How long a pass owns the alerts it is delivering. */
 export const CLAIM_MS = 15 * 60 * 1000
 const CLAIM_BATCH = 100
 const MAX_BATCHES_PER_PASS = 50
+
+const countFailed = (error: DiscordError, alerts: number) =>
+  Metric.incrementBy(
+    Metric.tagged(Metrics.alertsFailed, "reason", error.reason),
+    alerts,
+  )
 
 /** Sends every undelivered alert, oldest first, marking each on success. */
 export const deliverPending = Effect.gen(function* () {
@@ -40,9 +47,11 @@ export const deliverPending = Effect.gen(function* () {
           .slice(index)
           .flatMap((rest) => rest.map((i) => claimed[i]!.key))
         yield* store.release(unsent)
+        yield* countFailed(result.left, keys.length)
         return yield* Effect.fail(result.left)
       }
       yield* store.markNotified(keys, yield* Clock.currentTimeMillis)
+      yield* Metric.incrementBy(Metrics.alertsSent, keys.length)
       sent += keys.length
     }
     if (claimed.length < CLAIM_BATCH) break
@@ -79,9 +88,11 @@ export const deliverPending = Effect.gen(function* () {
         yield* store.releaseNotices(
           messages.slice(index).flatMap((m) => m.notices.map((n) => n.key)),
         )
+        yield* countFailed(result.left, keys.length)
         return yield* Effect.fail(result.left)
       }
       yield* store.markNoticesNotified(keys, yield* Clock.currentTimeMillis)
+      yield* Metric.incrementBy(Metrics.alertsSent, keys.length)
       sent += keys.length
     }
     if (claimed.length < CLAIM_BATCH) break

@@ -6,12 +6,14 @@ import {
   Duration,
   Effect,
   Either,
+  Metric,
   ParseResult,
   Redacted,
   Ref,
   Schema,
 } from "effect"
 import { App, ListAppsResponse, Machine, MachineEvent } from "./Domain.ts"
+import * as Metrics from "./Metrics.ts"
 import { RetryPolicy } from "./RetryPolicy.ts"
 import { FlySettings } from "./Settings.ts"
 
@@ -166,8 +168,16 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
           method === "GET"
             ? client.get(path, { urlParams: params })
             : client.post(path, { urlParams: params })
+        const counted = (status: string) =>
+          Metric.increment(Metric.tagged(Metrics.flyRequests, "status", status))
         const attempt = Ref.update(requests, (n) => n + 1)
-          .pipe(Effect.zipRight(send))
+          .pipe(
+            Effect.zipRight(send),
+            Effect.tapBoth({
+              onFailure: () => counted("error"),
+              onSuccess: (response) => counted(String(response.status)),
+            }),
+          )
           .pipe(
             Effect.mapError(
               (cause) =>

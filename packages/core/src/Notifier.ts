@@ -7,6 +7,7 @@ import {
   Duration,
   Effect,
   Layer,
+  Metric,
   Option,
   Redacted,
   Ref,
@@ -14,6 +15,7 @@ import {
   Schema,
 } from "effect"
 import type { DiscordPayload } from "./DiscordMessage.ts"
+import * as Metrics from "./Metrics.ts"
 import { RetryPolicy } from "./RetryPolicy.ts"
 import { DiscordSettings } from "./Settings.ts"
 
@@ -136,6 +138,11 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
           response.status >= 200 && response.status < 300
             ? Effect.ignore(response.text)
             : failure(response),
+        ),
+        Effect.tapError((error) =>
+          error.reason === "RateLimited"
+            ? Metric.increment(Metrics.discordRateLimited)
+            : Effect.void,
         ),
         Effect.timeoutFail({
           duration: policy.requestTimeout,

@@ -1,4 +1,4 @@
-import { Clock, Duration, Effect, Either, Schema } from "effect"
+import { Clock, Duration, Effect, Either, Metric, Schema } from "effect"
 import {
   code,
   escapeMarkdown,
@@ -7,6 +7,7 @@ import {
   truncate,
 } from "./DiscordMessage.ts"
 import { EventStore } from "./EventStore.ts"
+import * as Metrics from "./Metrics.ts"
 import { runPassWith, type PassOptions, type PassSummary } from "./Monitor.ts"
 import { Notifier } from "./Notifier.ts"
 import { humanDuration } from "./Pricing.ts"
@@ -168,8 +169,29 @@ export const recordOutcome = (result: Either.Either<PassSummary, unknown>) =>
  * pass failed, after the outage bookkeeping.
  */
 export const runPassAndReport = (options: PassOptions = {}) =>
-  runPassWith(options).pipe(
-    Effect.either,
-    Effect.tap(recordOutcome),
-    Effect.flatMap((result) => result),
-  )
+  Effect.gen(function* () {
+    const started = yield* Clock.currentTimeMillis
+    const result = yield* Effect.either(runPassWith(options))
+    const finished = yield* Clock.currentTimeMillis
+    yield* Metric.increment(Metrics.passes)
+    yield* Metric.update(Metrics.passDuration, (finished - started) / 1000)
+    if (Either.isRight(result)) {
+      yield* Metric.incrementBy(Metrics.eventsSeen, result.right.newEvents)
+      yield* Metric.set(Metrics.lastSuccess, finished / 1000)
+    } else {
+      const { reason } = describeFailure(result.left)
+      yield* Metric.increment(
+        Metric.tagged(Metrics.passFailures, "reason", reason),
+      )
+    }
+    yield* recordOutcome(result)
+    yield* countRows
+    return yield* result
+  })
+
+const countRows = Effect.gen(function* () {
+  const store = yield* EventStore
+  const rows = yield* store.rowCounts()
+  for (const [table, count] of Object.entries(rows))
+    yield* Metric.set(Metric.tagged(Metrics.storeRows, "table", table), count)
+}).pipe(Effect.catchAll(() => Effect.void))
