@@ -4,6 +4,7 @@ import { Cause, Effect, Layer, Logger } from "effect"
 import { layerConfig, type Env } from "./Env.ts"
 import { healthz } from "./Health.ts"
 import { scheduledPass } from "./Scheduled.ts"
+import { metricsResponse } from "./Metrics.ts"
 import { statusResponse } from "./Status.ts"
 
 export type { Env } from "./Env.ts"
@@ -34,6 +35,10 @@ export default {
     const { pathname } = new URL(request.url)
     if (request.method === "GET" && pathname === "/healthz")
       return run(env, healthz, () =>
+        Response.json({ error: "failed" }, { status: 500 }),
+      )
+    if (request.method === "GET" && pathname === "/metrics")
+      return run(env, metricsResponse(request, env.STATUS_TOKEN), () =>
         Response.json({ error: "failed" }, { status: 500 }),
       )
     if (request.method === "GET" && pathname === "/status")

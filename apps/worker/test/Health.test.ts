@@ -187,3 +187,42 @@ describe("/status", () => {
     assert.strictEqual(body.budgetUsd, null)
   })
 })
+
+describe("/metrics", () => {
+  it("serves the last pass and row counts from D1, behind the status token", async () => {
+    const { vars } = await freshFakes()
+    await control.addApp("api")
+    await control.addMachine({
+      app: "api",
+      id: "m1",
+      name: "api-1",
+      region: "iad",
+    })
+    await tick({ ...vars, LOG_LEVEL: "Off" })
+    await control.start("m1")
+    await tick({ ...vars, LOG_LEVEL: "Off" })
+    const call = (authorization?: string) =>
+      worker.fetch(
+        new Request("http://monitor.test/metrics", {
+          headers: authorization === undefined ? {} : { authorization },
+        }),
+        { ...vars, STATUS_TOKEN: "metrics-token" },
+      )
+    assert.strictEqual((await call()).status, 401)
+    const response = await call("Bearer metrics-token")
+    const text = await response.text()
+    const recorded = await lastPass()
+    const lines = text.split("\n").filter((line) => !line.startsWith("#"))
+    assert.strictEqual(response.status, 200)
+    assert.includeMembers(lines, [
+      "flymon_last_pass_ok 1",
+      `flymon_last_pass_timestamp_seconds ${Date.parse(recorded.finishedAt) / 1000}`,
+      'flymon_last_pass_count{count="newEvents"} 1',
+      'flymon_last_pass_count{count="alertsSent"} 1',
+      'flymon_store_rows{table="events"} 1',
+      'flymon_store_rows{table="machines"} 1',
+      'flymon_store_rows{table="runs"} 1',
+    ])
+    assert.include(text, "# TYPE flymon_store_rows gauge")
+  })
+})

@@ -35,7 +35,7 @@ const number = (value: number | bigint) =>
           ? "-Inf"
           : "NaN"
 
-const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>) => {
+export const render = (pairs: ReadonlyArray<MetricPair.MetricPair.Untyped>) => {
   const families = new Map<
     string,
     { type: string; help: string | undefined; lines: Array<string> }
