@@ -14,6 +14,7 @@ import {
   ManagedRuntime,
   Schedule,
 } from "effect"
+import { Database } from "bun:sqlite"
 import { createInterface } from "node:readline"
 import { layerDatabase } from "../src/Database.ts"
 
@@ -36,10 +37,15 @@ export interface PassMeasurement {
   readonly wallMs: number
   readonly cpuMs: number
   /** `total_changes()` of the one SQLite connection, across the pass. */
-  readonly rowsWritten: number
+  readonly rowsWritten: number | null
   readonly eventRows: number
-  /** Highest RSS sampled every 5 ms during the pass. */
+  /** The process's RSS high-water mark at the end of the pass. */
   readonly peakRssMb: number
+  /**
+   * CPU time inside database calls, part of `cpuMs`; null unless
+   * BENCH_SQL_CPU=1, as timing every statement costs CPU of its own.
+   */
+  readonly sqlCpuMs: number | null
 }
 
 export interface ExitMeasurement {
@@ -48,6 +54,37 @@ export interface ExitMeasurement {
 }
 
 const databasePath = process.env.BENCH_DATABASE_PATH ?? ":memory:"
+
+// bun:sqlite is synchronous, so the CPU time of each statement is exactly
+// what process.cpuUsage() moves by across the call. Its statements carry
+// their methods as own properties, so each is wrapped as `query` makes it.
+let sqlCpuMs = 0
+const wrapped = new WeakSet<object>()
+const timedStatement = <S extends object>(statement: S): S => {
+  if (wrapped.has(statement)) return statement
+  wrapped.add(statement)
+  const methods = statement as Record<string, unknown>
+  for (const name of ["all", "values", "run", "get"]) {
+    const original = methods[name] as (...args: Array<unknown>) => unknown
+    methods[name] = (...args: Array<unknown>) => {
+      const before = process.cpuUsage()
+      try {
+        return original.apply(statement, args)
+      } finally {
+        const used = process.cpuUsage(before)
+        sqlCpuMs += (used.user + used.system) / 1000
+      }
+    }
+  }
+  return statement
+}
+const timeSql = process.env.BENCH_SQL_CPU === "1"
+if (timeSql) {
+  const query = Database.prototype.query
+  Database.prototype.query = function (this: Database, sql: string) {
+    return timedStatement(query.call(this, sql))
+  } as typeof query
+}
 
 const runtime = ManagedRuntime.make(
   Layer.mergeAll(FlyEvents.Default, EventStore.Default, Notifier.Default).pipe(
@@ -71,18 +108,12 @@ const counts = Effect.gen(function* () {
 
 const measure = Effect.gen(function* () {
   const before = yield* counts
-  let peak = process.memoryUsage().rss
-  const sampler = setInterval(() => {
-    peak = Math.max(peak, process.memoryUsage().rss)
-  }, 5)
   const cpu = process.cpuUsage()
+  const sqlBefore = sqlCpuMs
   const started = performance.now()
-  const summary = yield* runPass.pipe(
-    Effect.ensuring(Effect.sync(() => clearInterval(sampler))),
-  )
+  const summary = yield* runPass
   const wallMs = performance.now() - started
   const used = process.cpuUsage(cpu)
-  peak = Math.max(peak, process.memoryUsage().rss)
   const after = yield* counts
   const measurement: PassMeasurement = {
     summary,
@@ -90,7 +121,8 @@ const measure = Effect.gen(function* () {
     cpuMs: (used.user + used.system) / 1000,
     rowsWritten: after.changes - before.changes,
     eventRows: after.events,
-    peakRssMb: peak / 2 ** 20,
+    peakRssMb: process.resourceUsage().maxRSS / 1024,
+    sqlCpuMs: timeSql ? sqlCpuMs - sqlBefore : null,
   }
   return measurement
 })

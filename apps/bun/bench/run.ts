@@ -2,7 +2,8 @@ import { APP_CONCURRENCY } from "@flymon/core/Monitor"
 import { FakeDiscord } from "@flymon/testkit/FakeDiscord"
 import { FakeFly } from "@flymon/testkit/FakeFly"
 import { spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { spawnSync } from "node:child_process"
+import { mkdtempSync, realpathSync, rmSync, symlinkSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { createInterface } from "node:readline"
@@ -16,7 +17,12 @@ import type { ExitMeasurement, PassMeasurement } from "./passProcess.ts"
 //   bun run apps/bun/bench/run.ts [--quick] [--memory]
 //
 // --quick   only the personal org (10 apps / 30 machines)
+// --org=L   only the org labelled L (personal, team, large)
 // --memory  SQLite in memory instead of a file in a temp folder
+// --no-node skip the personal org under Node + D1
+// --reps=N  passes of each kind per org (default 7 / 3 / 2)
+// --sql-cpu time every SQL statement (Bun; costs CPU of its own)
+// --profile=DIR  write a CPU profile (markdown) of each Bun pass process
 
 const LATENCY_MS = 50
 const TOKEN = "FlyV1 fm2_bench-token"
@@ -38,7 +44,19 @@ const ORGS: ReadonlyArray<OrgSpec> = [
 ]
 
 const args = new Set(process.argv.slice(2))
-const orgs = args.has("--quick") ? ORGS.slice(0, 1) : ORGS
+const repsArg = process.argv.find((arg) => arg.startsWith("--reps="))
+const profileDir = process.argv
+  .find((arg) => arg.startsWith("--profile="))
+  ?.slice("--profile=".length)
+const only = process.argv
+  .find((arg) => arg.startsWith("--org="))
+  ?.slice("--org=".length)
+const selected = args.has("--quick")
+  ? ORGS.slice(0, 1)
+  : ORGS.filter((spec) => only === undefined || spec.label === only)
+const orgs = selected.map((spec) =>
+  repsArg === undefined ? spec : { ...spec, reps: Number(repsArg.slice(7)) },
+)
 
 /** Deterministic, so every run builds the same org. */
 const mulberry32 = (seed: number) => () => {
@@ -148,15 +166,70 @@ interface Row {
   readonly pass: PassMeasurement
 }
 
-const startPassProcess = (env: Record<string, string>) => {
-  const child = spawn(
+type Runtime = "bun" | "node"
+
+/** The Node pass process, bundled once, beside a link to the D1 packages. */
+const nodeBundle = (): {
+  readonly file: string
+  readonly env: Record<string, string>
+} => {
+  const dir = mkdtempSync(join(tmpdir(), "flymon-bench-node-"))
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }))
+  const worker = fileURLToPath(new URL("../../worker/", import.meta.url))
+  // The Worker's packages: effect, @effect/sql-d1, wrangler (Miniflare).
+  symlinkSync(join(worker, "node_modules"), join(dir, "node_modules"))
+  const file = join(dir, "pass.mjs")
+  const built = spawnSync(
     process.execPath,
-    ["run", fileURLToPath(new URL("./passProcess.ts", import.meta.url))],
-    {
-      env: { PATH: process.env.PATH ?? "", ...env },
-      stdio: ["pipe", "pipe", "inherit"],
-    },
+    [
+      "build",
+      fileURLToPath(new URL("./passProcessNode.ts", import.meta.url)),
+      "--target=node",
+      `--outfile=${file}`,
+      "--external",
+      "effect",
+      "--external",
+      "@effect/*",
+    ],
+    { stdio: ["ignore", "ignore", "inherit"] },
   )
+  if (built.status !== 0) throw new Error("bun build of the Node pass failed")
+  return {
+    file,
+    env: {
+      BENCH_WRANGLER_PACKAGE: join(
+        realpathSync(join(worker, "node_modules", "wrangler")),
+        "package.json",
+      ),
+      BENCH_MIGRATIONS_DIR: fileURLToPath(
+        new URL("../../../packages/core/migrations/", import.meta.url),
+      ),
+    },
+  }
+}
+
+const startPassProcess = (runtime: Runtime, env: Record<string, string>) => {
+  const [command, args, extra] =
+    runtime === "bun"
+      ? [
+          process.execPath,
+          [
+            ...(profileDir === undefined
+              ? []
+              : ["--cpu-prof-md", `--cpu-prof-dir=${profileDir}`]),
+            "run",
+            fileURLToPath(new URL("./passProcess.ts", import.meta.url)),
+          ],
+          {},
+        ]
+      : (() => {
+          const bundle = nodeBundle()
+          return ["node", [bundle.file], bundle.env] as const
+        })()
+  const child = spawn(command, args, {
+    env: { PATH: process.env.PATH ?? "", ...extra, ...env },
+    stdio: ["pipe", "pipe", "inherit"],
+  })
   const answers = createInterface({ input: child.stdout! })[
     Symbol.asyncIterator
   ]()
@@ -165,26 +238,31 @@ const startPassProcess = (env: Record<string, string>) => {
     const next = await answers.next()
     if (next.done) throw new Error("the pass process ended early")
     const answer = JSON.parse(next.value) as
-      | { ok: true; value: A }
-      | { ok: false; error: string }
+      { ok: true; value: A } | { ok: false; error: string }
     if (!answer.ok) throw new Error(`pass failed: ${answer.error}`)
     return answer.value
   }
   return { ask }
 }
 
-const benchOrg = async (spec: OrgSpec) => {
+const benchOrg = async (spec: OrgSpec, runtime: Runtime = "bun") => {
   const fly = await FakeFly.start({ token: TOKEN, org: ORG })
   const discord = await FakeDiscord.start()
   const dir = mkdtempSync(join(tmpdir(), "flymon-bench-"))
   try {
     const ids = seedOrg(fly, spec)
     fly.latencyMs = LATENCY_MS
-    const monitor = startPassProcess({
+    const monitor = startPassProcess(runtime, {
       FLY_API_TOKEN: TOKEN,
       FLY_ORG_SLUG: ORG,
       FLY_API_BASE_URL: fly.url,
       DISCORD_WEBHOOK_URL: discord.webhookUrl(),
+      // The cost guards still run, but post nothing here: no machine
+      // reaches its runtime limit and the daily digest is off, so an idle
+      // pass has nothing to say.
+      MAX_RUNTIME: "1000d",
+      BENCH_SQL_CPU: args.has("--sql-cpu") ? "1" : "0",
+      DIGEST_HOUR: "off",
       BENCH_DATABASE_PATH: args.has("--memory")
         ? ":memory:"
         : join(dir, "monitor.db"),
@@ -205,7 +283,7 @@ const benchOrg = async (spec: OrgSpec) => {
         pass,
       })
       process.stderr.write(
-        `${spec.label} ${kind}: ${pass.wallMs.toFixed(0)} ms\n`,
+        `${runtime} ${spec.label} ${kind}: ${pass.wallMs.toFixed(0)} ms\n`,
       )
     }
     await measure("baseline", 0)
@@ -245,13 +323,14 @@ interface Line {
   readonly wallMs: number
   readonly wallRange: string
   readonly cpuMs: number
+  readonly sqlCpuMs: number | null
   readonly newFlyEvents: number
   readonly newEvents: number
   readonly alertsSent: number
   readonly flyRequests: number
   readonly eventLists: number
   readonly discordPosts: number
-  readonly rowsWritten: number
+  readonly rowsWritten: number | null
   readonly peakRssMb: number
 }
 
@@ -265,13 +344,18 @@ const summarise = (rows: ReadonlyArray<Row>): Line => {
     wallMs: median(walls),
     wallRange: `${fixed(Math.min(...walls))}–${fixed(Math.max(...walls))}`,
     cpuMs: median(rows.map((r) => r.pass.cpuMs)),
+    sqlCpuMs: rows.some((r) => r.pass.sqlCpuMs === null)
+      ? null
+      : median(rows.map((r) => r.pass.sqlCpuMs!)),
     newFlyEvents: median(rows.map((r) => r.newFlyEvents)),
     newEvents: median(rows.map((r) => r.pass.summary.newEvents)),
     alertsSent: median(rows.map((r) => r.pass.summary.alertsSent)),
     flyRequests: median(rows.map((r) => r.flyRequests)),
     eventLists: median(rows.map((r) => r.eventLists)),
     discordPosts: median(rows.map((r) => r.discordPosts)),
-    rowsWritten: median(rows.map((r) => r.pass.rowsWritten)),
+    rowsWritten: rows.some((r) => r.pass.rowsWritten === null)
+      ? null
+      : median(rows.map((r) => r.pass.rowsWritten!)),
     peakRssMb: Math.max(...rows.map((r) => r.pass.peakRssMb)),
   }
 }
@@ -292,7 +376,9 @@ const table = (lines: ReadonlyArray<Line>) => {
     "new events → alerts",
     "rows written",
     "CPU ms",
-    "peak RSS MB",
+    "of which in SQL",
+    "CPU ms outside SQL",
+    "RSS high-water MB",
   ]
   const body = lines.map((l) => {
     const wave = waveBound(l.org.apps)
@@ -309,8 +395,10 @@ const table = (lines: ReadonlyArray<Line>) => {
       String(l.eventLists),
       String(l.discordPosts),
       `${l.newEvents} → ${l.alertsSent}`,
-      String(l.rowsWritten),
+      l.rowsWritten === null ? "n/a" : String(l.rowsWritten),
       fixed(l.cpuMs, 1),
+      l.sqlCpuMs === null ? "–" : fixed(l.sqlCpuMs, 1),
+      l.sqlCpuMs === null ? "–" : fixed(l.cpuMs - l.sqlCpuMs, 1),
       fixed(l.peakRssMb),
     ]
   })
@@ -333,6 +421,14 @@ for (const spec of orgs) {
   )
 }
 
+// The Worker path: the personal org's pass under Node on a Miniflare D1.
+const nodeLines: Array<Line> = []
+if (!args.has("--no-node")) {
+  const { rows } = await benchOrg({ ...ORGS[0]!, reps: orgs[0]!.reps }, "node")
+  for (const kind of ["baseline", "idle", "busy", "crash loop"] as const)
+    nodeLines.push(summarise(rows.filter((r) => r.kind === kind)))
+}
+
 const out: Array<string> = []
 out.push(
   `Fly answers after ${LATENCY_MS} ms; the pass lists ${APP_CONCURRENCY} apps at once. ` +
@@ -351,14 +447,31 @@ const find = (label: string, kind: Kind) =>
 const personal = ["idle", "busy", "crash loop"].map((kind) =>
   find("personal", kind as Kind),
 )
+if (nodeLines.length > 0)
+  out.push(
+    "The same personal org under Node 20 on a local D1 (Miniflare); rows written are not visible from Node:",
+    "",
+    table(nodeLines),
+    "",
+  )
 out.push("Worker path (personal org, per pass):", "")
 for (const line of personal) {
   if (line === undefined) continue
   const subrequests = line.flyRequests + line.discordPosts
+  const node = nodeLines.find((l) => l.kind === line.kind)
+  const bunCore = line.cpuMs - (line.sqlCpuMs ?? 0)
+  const nodeCore =
+    node === undefined ? undefined : node.cpuMs - (node.sqlCpuMs ?? 0)
   out.push(
     `- ${line.kind}: ${line.flyRequests} Fly + ${line.discordPosts} Discord = ` +
       `${subrequests} subrequests (< 50: ${verdict(subrequests < 50)}); ` +
-      `CPU ${fixed(line.cpuMs, 1)} ms under Bun (< 10 ms: ${verdict(line.cpuMs < 10)})`,
+      `CPU ${fixed(bunCore, 1)} ms under Bun` +
+      (line.sqlCpuMs === null ? " with SQLite" : " outside SQLite") +
+      ` (< 10 ms: ${verdict(bunCore < 10)})` +
+      (nodeCore === undefined
+        ? ""
+        : `; ${fixed(nodeCore, 1)} ms under Node outside D1 calls ` +
+          `(< 10 ms: ${verdict(nodeCore < 10)}; ${fixed(node!.cpuMs, 1)} ms in all)`),
   )
 }
 out.push("", "Targets:", "")
@@ -381,11 +494,12 @@ out.push(
 )
 const busy = lines.filter((l) => l.kind === "busy" && l.newEvents > 0)
 out.push(
-  `- rows written per new event (busy passes): ${busy
-    .map(
-      (l) =>
-        `${l.org.label} ${fixed(l.rowsWritten / l.newEvents, 2)} (${l.rowsWritten} / ${l.newEvents})`,
-    )
+  `- rows written per new event, busy pass less idle pass: ${busy
+    .map((l) => {
+      const idleRows = find(l.org.label, "idle")?.rowsWritten ?? 0
+      const extra = (l.rowsWritten ?? 0) - idleRows
+      return `${l.org.label} ${fixed(extra / l.newEvents, 2)} ((${l.rowsWritten} − ${idleRows}) / ${l.newEvents})`
+    })
     .join("; ")}`,
 )
 const lost = lines.filter(

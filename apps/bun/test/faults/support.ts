@@ -7,6 +7,7 @@ import { RetryPolicy, type RetryPolicyShape } from "@flymon/core/RetryPolicy"
 import { FakeDiscord } from "@flymon/testkit/FakeDiscord"
 import { FakeFly, type FakeEvent } from "@flymon/testkit/FakeFly"
 import {
+  Cause,
   Clock,
   ConfigProvider,
   Duration,
@@ -17,7 +18,10 @@ import {
   LogLevel,
   Schedule,
 } from "effect"
+import { Database } from "bun:sqlite"
 import { mkdtempSync, rmSync } from "node:fs"
+import * as http from "node:http"
+import type { AddressInfo } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { assert } from "vitest"
@@ -223,9 +227,15 @@ export class Rig {
         : Effect.withClock(runPass, clockAhead(options.clockOffsetMs))
     const exit = await Effect.runPromiseExit(
       pass.pipe(
+        // As the Bun runner reports a failed pass.
         Effect.tapErrorCause((cause) =>
           Effect.logError("pass failed").pipe(
-            Effect.annotateLogs("error", String(Exit.failCause(cause))),
+            Effect.annotateLogs(
+              "error",
+              Cause.isFailType(cause) && cause.error instanceof Error
+                ? cause.error.message
+                : Cause.pretty(cause),
+            ),
           ),
         ),
         Effect.provide(layer),
@@ -235,6 +245,28 @@ export class Rig {
     )
     this.output.push(lines.join("\n"))
     return exit
+  }
+
+  /**
+   * Alerts not yet delivered, read from the SQLite file: those a pass has
+   * claimed (until after `now`) and those free for the next pass.
+   */
+  undelivered(now: number): { claimed: number; unclaimed: number } {
+    const db = new Database(this.databasePath, { readonly: true })
+    try {
+      const row = db
+        .query(
+          `SELECT
+             coalesce(sum(claimed_until > ?1), 0) AS claimed,
+             coalesce(sum(claimed_until IS NULL OR claimed_until <= ?1), 0)
+               AS unclaimed
+           FROM events WHERE notified_at IS NULL`,
+        )
+        .get(now) as { claimed: number; unclaimed: number }
+      return { claimed: row.claimed, unclaimed: row.unclaimed }
+    } finally {
+      db.close()
+    }
   }
 
   /** Event keys in every Discord message Fake Discord accepted, in order. */
@@ -289,9 +321,72 @@ export const waitFor = async (check: () => boolean, ms: number) => {
   return check()
 }
 
+/**
+ * Counts from the last "pass done" line in `output`; logfmt annotations
+ * come in no fixed order.
+ */
+export const passCounts = (
+  output: string,
+  names: ReadonlyArray<string>,
+): Array<number | undefined> => {
+  const lines = output.match(/message="pass done.*/g) ?? []
+  const line = lines[lines.length - 1] ?? ""
+  return names.map((name) => {
+    const value = new RegExp(`(?:^| )${name}=(\\d+)`).exec(line)?.[1]
+    return value === undefined ? undefined : Number(value)
+  })
+}
+
 /** The secrets check each fault file ends with. */
 export const assertNoSecrets = (extra: ReadonlyArray<string> = []) => {
   const everything = [...collected, ...extra].join("\n")
   assert.isAbove(everything.length, 0)
   for (const marker of SECRET_MARKERS) assert.notInclude(everything, marker)
+}
+
+/**
+ * Sits in front of the fake Discord. Every request is forwarded at once
+ * (so Discord posts it), and its answer is held `delayMs`, like a real
+ * round trip; the first `drops` answers are never sent: the connection is
+ * closed instead, after Discord accepted the message.
+ */
+export const discordProxy = async (
+  target: string,
+  options: { readonly delayMs?: number; readonly drops?: number },
+) => {
+  let dropped = 0
+  const server = http.createServer((req, res) => {
+    const chunks: Array<Buffer> = []
+    req.on("data", (chunk: Buffer) => chunks.push(chunk))
+    req.on("end", async () => {
+      const answer = await fetch(target + (req.url ?? "/"), {
+        method: req.method ?? "POST",
+        headers: { "content-type": req.headers["content-type"] ?? "" },
+        body: Buffer.concat(chunks),
+      })
+      const body = await answer.text()
+      await sleep(options.delayMs ?? 0)
+      if (dropped < (options.drops ?? 0)) {
+        dropped++
+        req.socket.destroy()
+        return
+      }
+      res.writeHead(answer.status, {
+        "content-type": answer.headers.get("content-type") ?? "text/plain",
+      })
+      res.end(body)
+    })
+  })
+  await new Promise<void>((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve()),
+  )
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
 }
