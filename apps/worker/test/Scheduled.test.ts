@@ -120,7 +120,7 @@ describe("scheduled", () => {
       (await control.discordMessages()).map((m) => m.content),
       [
         "Now watching org `acme`: 2 apps, 2 machines, 1 running. " +
-          "Machine starts, stops and exits from now on will be posted here.",
+          "Machine start, stop and exit events from now on will be posted here.",
       ],
     )
     assert.deepStrictEqual(await flyPathsSince(0), ONE_POLL)

@@ -67,12 +67,18 @@ export const escapeMarkdown = (text: string): string =>
     .replace(/@/g, "@\u200b")
     .replace(/[\r\n]+/g, " ")
 
-/** Inline code for identifiers: backticks cannot be escaped inside it. */
-export const code = (text: string): string =>
-  text.length === 0 ? "–" : `\`${text.replace(/`/g, "'")}\``
+/**
+ * Inline code for identifiers: backticks cannot be escaped inside it, and
+ * it is cut inside the span so a later cut cannot leave it open.
+ */
+export const code = (text: string, max = 100): string =>
+  text.trim().length === 0
+    ? "–"
+    : `\`${truncate(text.replace(/`/g, "'").replace(/[\r\n]+/g, " "), max)}\``
 
+// Discord rejects a field that is blank after trimming; Fly strings can be.
 const safe = (text: string, max: number) =>
-  text.length === 0 ? "–" : truncate(escapeMarkdown(text), max)
+  text.trim().length === 0 ? "–" : truncate(escapeMarkdown(text), max)
 
 const Colors = {
   started: 0x2ecc71,
@@ -97,7 +103,7 @@ const headline = (event: PendingEvent): { title: string; color: number } => {
   if (event.type === "start") return { title: "started", color: Colors.started }
   if (event.type === "stop") return { title: "stopped", color: Colors.stopped }
   return {
-    title: `${event.type} (${event.status})`,
+    title: `${escapeMarkdown(event.type)} (${escapeMarkdown(event.status)})`,
     color: Colors.other,
   }
 }
@@ -121,7 +127,9 @@ const costField = (
   prices: PriceTable,
 ): EmbedField | undefined => {
   const price = estimate(prices, event.guest, event.region, event.size)
-  const caveat = price.caveat === undefined ? "" : ` (${price.caveat})`
+  // The caveat can quote a region or GPU name from Fly.
+  const caveat =
+    price.caveat === undefined ? "" : ` (${escapeMarkdown(price.caveat)})`
   if (event.ranMs !== undefined)
     return {
       name: "Run",
@@ -235,7 +243,14 @@ export interface WatchCounts {
   readonly appsPolled: number
   readonly machines: number
   readonly running: number
+  /** The event types that get an alert. */
+  readonly monitored: ReadonlyArray<string>
 }
+
+const listed = (words: ReadonlyArray<string>) =>
+  words.length <= 1
+    ? words.join("")
+    : `${words.slice(0, -1).join(", ")} and ${words.at(-1)}`
 
 const plural = (count: number, word: string) =>
   `${count} ${word}${count === 1 ? "" : "s"}`
@@ -249,7 +264,8 @@ export const watchingMessage = (counts: WatchCounts): DiscordPayload =>
           ? ` (${counts.appsPolled} listed so far)`
           : "") +
         `, ${plural(counts.machines, "machine")}, ${counts.running} running. ` +
-        `Machine starts, stops and exits from now on will be posted here.`,
+        `Machine ${listed(counts.monitored.map(escapeMarkdown))} events ` +
+        "from now on will be posted here.",
       Limits.content,
     ),
   })

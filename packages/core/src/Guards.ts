@@ -248,8 +248,18 @@ const budget = (now: number, machines: ReadonlyMap<string, MachineRecord>) =>
       settings.prices,
     )
     const worst = Math.max(spend.monthToDate, spend.projected)
+    // Every threshold crossed is claimed once a month; only the highest one
+    // newly crossed is announced, so a sudden jump sends one alert.
+    let highest: number | undefined
     for (const threshold of BUDGET_THRESHOLDS) {
       if (worst < (amount * threshold) / 100) continue
+      if (
+        yield* store.claimMeta(`budget ${spend.month} ${threshold}`, "1", now)
+      )
+        highest = threshold
+    }
+    if (highest !== undefined) {
+      const threshold = highest
       const key = `budget ${spend.month} ${threshold} %`
       yield* store.addNotice({
         key,

@@ -3,6 +3,7 @@ import { watchingMessage } from "./DiscordMessage.ts"
 import {
   eventKey,
   exitDetailsOf,
+  type Guest,
   type Machine,
   type MachineEvent,
 } from "./Domain.ts"
@@ -90,6 +91,15 @@ const toNewEvent = (
   exit: event.type === "exit" ? exitDetailsOf(event.request) : undefined,
 })
 
+// Field by field: the store and Fly's payload list a guest's keys in a
+// different order, so comparing serialised objects would always differ.
+const sameGuest = (a: Guest | undefined, b: Guest | undefined) =>
+  a?.cpu_kind === b?.cpu_kind &&
+  a?.cpus === b?.cpus &&
+  a?.memory_mb === b?.memory_mb &&
+  a?.gpu_kind === b?.gpu_kind &&
+  a?.gpus === b?.gpus
+
 const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
   a !== undefined &&
   a.app === b.app &&
@@ -97,7 +107,7 @@ const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
   a.region === b.region &&
   a.size === b.size &&
   a.state === b.state &&
-  JSON.stringify(a.guest) === JSON.stringify(b.guest) &&
+  sameGuest(a.guest, b.guest) &&
   a.lastEventKey === b.lastEventKey &&
   a.lastEventAt === b.lastEventAt
 
@@ -132,6 +142,31 @@ const trackRuns = (options: {
     }
     return ranMs
   })
+
+/** How close an exit must follow a stop to be the same stop. */
+const STOP_FOLD_MS = 60_000
+
+/**
+ * A requested stop shows up as a `stop` event and then an `exit`: the exit
+ * alone is announced, since it carries the exit code and the run's cost.
+ * Maps each folded `stop` event's key to its exit's key.
+ */
+export const foldedStops = (
+  events: ReadonlyArray<NewEvent>,
+): ReadonlyMap<string, string> =>
+  new Map(
+    events.flatMap((stop) => {
+      if (stop.type !== "stop") return []
+      const exit = events.find(
+        (exit) =>
+          exit.type === "exit" &&
+          exit.exit?.requestedStop === true &&
+          exit.timestamp >= stop.timestamp &&
+          exit.timestamp - stop.timestamp <= STOP_FOLD_MS,
+      )
+      return exit === undefined ? [] : [[stop.key, exit.key] as const]
+    }),
+  )
 
 const newestOf = (events: ReadonlyArray<MachineEvent>) =>
   events.reduce<MachineEvent | undefined>(
@@ -334,13 +369,46 @@ export const runPassWith = (options: PassOptions) =>
               ranMs.get(eventKey(machine.id, event)),
             ),
           )
-        if (relevant.length > 0) {
-          const inserted = yield* store.insertEvents(relevant, {
+        const folded = foldedStops(relevant)
+        // The stop ended the run; its exit is what gets announced.
+        const announced = relevant
+          .filter((event) => !folded.has(event.key))
+          .map((event) => {
+            const stop = relevant.find(
+              (other) =>
+                folded.get(other.key) === event.key &&
+                other.ranMs !== undefined,
+            )
+            return stop === undefined || event.ranMs !== undefined
+              ? event
+              : {
+                  ...event,
+                  ranMs: stop.ranMs! + (event.timestamp - stop.timestamp),
+                }
+          })
+        if (announced.length > 0) {
+          const inserted = yield* store.insertEvents(announced, {
             now,
             baseline: recordOnly,
           })
           if (!recordOnly) newEvents += inserted.length
         }
+        if (folded.size > 0)
+          yield* store.insertEvents(
+            relevant.filter((event) => folded.has(event.key)),
+            { now, baseline: true },
+          )
+        // A run whose end is announced needs no separate "resolved" note:
+        // the stop or exit alert says how long it ran and what it cost.
+        for (const event of announced)
+          if (event.ranMs !== undefined && !recordOnly)
+            yield* store.updateRun(
+              {
+                machineId: machine.id,
+                startedAt: event.timestamp - event.ranMs,
+              },
+              { resolvedAt: now },
+            )
         const next = nextRecord(app, machine, record, events)
         if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
       }
@@ -364,6 +432,7 @@ export const runPassWith = (options: PassOptions) =>
             appsPolled: selection.apps.length - failedApps,
             machines,
             running,
+            monitored: monitoredEvents,
           }),
         )
         .pipe(Effect.tapError(() => store.deleteMeta(META_WATCHING)))

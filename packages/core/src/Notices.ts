@@ -30,7 +30,7 @@ const machineLine = (machine: MachineRecord) =>
 
 const costLine = (price: Estimate, hours: number) =>
   `≈ ${usd(price.hourly * hours)} so far at ≈ ${usd(price.hourly)}/h` +
-  (price.caveat === undefined ? "" : ` (${price.caveat})`)
+  (price.caveat === undefined ? "" : ` (${escapeMarkdown(price.caveat)})`)
 
 export const runawayEmbed = (options: {
   readonly machine: MachineRecord

@@ -147,7 +147,8 @@ export const estimate = (
 /** `$0.42`, `$0.0027`, `$1,234.50`: enough digits to be useful. */
 export const usd = (amount: number): string => {
   if (amount === 0) return "$0.00"
-  if (Math.abs(amount) < 0.01) return `$${amount.toPrecision(2)}`
+  if (Math.abs(amount) < 0.0001) return "< $0.0001"
+  if (Math.abs(amount) < 0.01) return `$${amount.toFixed(4)}`
   return `$${amount.toLocaleString("en-US", {
     minimumFractionDigits: 2,
     maximumFractionDigits: 2,

@@ -4,9 +4,15 @@ import { FLY_PRICES, withOverride } from "./Pricing.ts"
 // Every variable the core reads, in one place, so a runtime can validate
 // them all at start-up and name each one that is missing or wrong.
 
+const invalid = (message: string) =>
+  Either.left(ConfigError.InvalidData([], message))
+
 const httpUrl = (name: string, options: { readonly secret: boolean }) =>
   Config.string(name).pipe(
     Config.mapOrFail((text) => {
+      // An empty value (as in the shipped .env template) is a missing one.
+      if (text.trim() === "")
+        return Either.left(ConfigError.MissingData([], "required, but empty"))
       const ok = (() => {
         try {
           const url = new URL(text.trim())
@@ -30,7 +36,15 @@ const httpUrl = (name: string, options: { readonly secret: boolean }) =>
   )
 
 export const FlySettings = Config.all({
-  token: Config.redacted(Config.nonEmptyString("FLY_API_TOKEN")),
+  token: Config.redacted(
+    Config.nonEmptyString("FLY_API_TOKEN").pipe(
+      Config.validate({
+        message:
+          "contains a line break or control character (value not shown: it is a secret)",
+        validation: (token) => !/[\u0000-\u001f\u007f]/.test(token.trim()),
+      }),
+    ),
+  ),
   orgSlug: Config.nonEmptyString("FLY_ORG_SLUG"),
   baseUrl: httpUrl("FLY_API_BASE_URL", { secret: false }).pipe(
     Config.withDefault("https://api.machines.dev"),
@@ -47,31 +61,51 @@ export type DiscordSettings = Config.Config.Success<typeof DiscordSettings>
 
 export const DEFAULT_MONITORED_EVENTS = ["start", "stop", "exit"] as const
 
+/** Event types Fly is known to send; a typo in MONITORED_EVENTS is caught. */
+export const FLY_EVENT_TYPES: ReadonlyArray<string> = [
+  "launch",
+  "start",
+  "stop",
+  "exit",
+  "restart",
+  "update",
+  "suspend",
+  "destroy",
+]
+
 export const MonitorSettings = Config.all({
   monitoredEvents: Config.string("MONITORED_EVENTS").pipe(
-    Config.withDefault(DEFAULT_MONITORED_EVENTS.join(",")),
-    Config.map((text) =>
-      text
+    Config.mapOrFail((text) => {
+      const types = text
         .split(",")
         .map((type) => type.trim().toLowerCase())
-        .filter((type) => type.length > 0),
-    ),
-    Config.validate({
-      message: "expected a comma-separated list of Fly event types",
-      validation: (types) => types.length > 0,
+        .filter((type) => type.length > 0)
+      const unknown = types.filter((type) => !FLY_EVENT_TYPES.includes(type))
+      return types.length === 0
+        ? invalid("expected a comma-separated list of Fly event types")
+        : unknown.length > 0
+          ? invalid(
+              `unknown event type ${unknown.map((t) => `"${t}"`).join(", ")}; ` +
+                `known: ${FLY_EVENT_TYPES.join(", ")}`,
+            )
+          : Either.right(types as ReadonlyArray<string>)
     }),
+    Config.withDefault(DEFAULT_MONITORED_EVENTS as ReadonlyArray<string>),
   ),
 })
 export type MonitorSettings = Config.Config.Success<typeof MonitorSettings>
 
-/** `30 seconds`, `30s`, `5m`, `4h`, `2d`, `1500ms`; a bare number is seconds. */
+/**
+ * `30 seconds`, `30s`, `5m`, `4h`, `2d`, `1500ms`. A unit is required: a
+ * bare `30` could mean seconds or days, and a wrong guess silently changes
+ * what the monitor does.
+ */
 export const parseDuration = (text: string): Duration.Duration | undefined => {
   const trimmed = text.trim().toLowerCase()
-  const short = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?$/.exec(trimmed)
+  const short = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(trimmed)
   if (short !== null) {
     const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
-    const millis =
-      Number(short[1]) * unit[(short[2] ?? "s") as keyof typeof unit]
+    const millis = Number(short[1]) * unit[short[2] as keyof typeof unit]
     return millis > 0 ? Duration.millis(millis) : undefined
   }
   const decoded = Duration.decodeUnknown(trimmed)
@@ -80,13 +114,18 @@ export const parseDuration = (text: string): Duration.Duration | undefined => {
     : undefined
 }
 
-const invalid = (message: string) =>
-  Either.left(ConfigError.InvalidData([], message))
+const OFF = /^(off|never|none)$/i
 
-/** A positive duration variable with a default. */
-export const durationVar = (name: string, fallback: Duration.DurationInput) =>
+/** A positive duration variable with a default; `off` where allowed. */
+export const durationVar = (
+  name: string,
+  fallback: Duration.DurationInput,
+  options: { readonly allowOff?: boolean } = {},
+) =>
   Config.string(name).pipe(
     Config.mapOrFail((text) => {
+      if (options.allowOff && OFF.test(text.trim()))
+        return Either.right(Duration.infinity)
       const duration = parseDuration(text)
       return duration === undefined
         ? invalid(
@@ -127,9 +166,16 @@ const appDurations = (name: string) =>
       for (const pair of text.split(",").map((p) => p.trim())) {
         if (pair.length === 0) continue
         const [glob, value] = pair.split("=").map((p) => p.trim())
-        const duration = value === undefined ? undefined : parseDuration(value)
+        const duration =
+          value === undefined
+            ? undefined
+            : OFF.test(value)
+              ? Duration.infinity
+              : parseDuration(value)
         if (!glob || duration === undefined)
-          return invalid(`expected "app-glob=duration, …", got "${pair}"`)
+          return invalid(
+            `expected "app-glob=duration" pairs (duration or off), got "${pair}"`,
+          )
         overrides.push({ pattern: globToRegExp(glob), glob, value: duration })
       }
       return Either.right(overrides as ReadonlyArray<AppOverride>)
@@ -160,7 +206,7 @@ export const CostSettings = Config.all({
     ),
     Config.withDefault(FLY_PRICES),
   ),
-  maxRuntime: durationVar("MAX_RUNTIME", "4 hours"),
+  maxRuntime: durationVar("MAX_RUNTIME", "4 hours", { allowOff: true }),
   maxRuntimeByApp: appDurations("MAX_RUNTIME_BY_APP"),
   remindEvery: durationVar("REMIND_EVERY", "4 hours"),
   monthlyBudget: Config.option(
@@ -227,6 +273,13 @@ export const OutageSettings = Config.all({
   remindEvery: durationVar("FAILURE_REMIND_EVERY", "6 hours"),
 })
 
+/** How delivery treats alerts Discord has not taken for a long time. */
+export const DeliverySettings = Config.all({
+  /** Older undelivered alerts are summed up in one message, not posted. */
+  maxAlertAge: durationVar("MAX_ALERT_AGE", "6 hours"),
+})
+export type DeliverySettings = Config.Config.Success<typeof DeliverySettings>
+
 export const CoreSettings = Config.all([
   FlySettings,
   DiscordSettings,
@@ -234,6 +287,7 @@ export const CoreSettings = Config.all([
   CostSettings,
   RetentionSettings,
   OutageSettings,
+  DeliverySettings,
 ])
 
 /**

@@ -209,13 +209,14 @@ describe("Discord messages", () => {
         appsPolled: 3,
         machines: 5,
         running: 1,
+        monitored: ["start", "stop", "exit"],
       }),
       {
         username: "Fly Machine Monitor",
         allowed_mentions: { parse: [] },
         content:
           "Now watching org `acme`: 3 apps, 5 machines, 1 running. " +
-          "Machine starts, stops and exits from now on will be posted here.",
+          "Machine start, stop and exit events from now on will be posted here.",
       },
     )
   })

@@ -80,7 +80,7 @@ describe("one pass", () => {
           allowed_mentions: { parse: [] },
           content:
             "Now watching org `acme`: 2 apps, 3 machines, 1 running. " +
-            "Machine starts, stops and exits from now on will be posted here.",
+            "Machine start, stop and exit events from now on will be posted here.",
         },
       ])
       assert.deepStrictEqual(
@@ -321,7 +321,7 @@ describe("baseline per app", () => {
         assert.strictEqual(
           discord.messages[0]!.content,
           "Now watching org `acme`: 2 apps (1 listed so far), 2 machines, " +
-            "1 running. Machine starts, stops and exits from now on will be " +
+            "1 running. Machine start, stop and exit events from now on will be " +
             "posted here.",
         )
         assert.notInclude(footers(discord), `event ${restarted.id}`)

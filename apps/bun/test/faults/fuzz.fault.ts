@@ -349,6 +349,7 @@ const watchingProperty = (
             appsPolled: Math.min(polled, apps),
             machines,
             running,
+            monitored: [slug, "start"],
           }),
         )
       },
