@@ -2,6 +2,13 @@ import { durationVar } from "@flymon/core/Settings"
 import { Config, LogLevel } from "effect"
 import { DatabasePath } from "./Database.ts"
 
+/** logfmt for people at a terminal, JSON lines for log collectors. */
+export const LogFormat = Config.literal(
+  "auto",
+  "logfmt",
+  "json",
+)("LOG_FORMAT").pipe(Config.withDefault("auto" as const))
+
 export const BunSettings = Config.all({
   databasePath: DatabasePath,
   metricsPort: Config.option(

@@ -31,7 +31,7 @@ import {
 import { layerDatabase } from "./Database.ts"
 import { initialHealth, serveMetrics } from "./MetricsServer.ts"
 import { patientRetry } from "./Policy.ts"
-import { BunSettings } from "./Settings.ts"
+import { BunSettings, LogFormat } from "./Settings.ts"
 import { renderStatus } from "./StatusTable.ts"
 
 const USAGE = `Usage: pnpm --filter bun start [--once] [--dry-run]
@@ -82,8 +82,8 @@ const layerServices = (databasePath: string, dryRun: boolean) =>
     ),
   )
 
-const reportPassFailure = (cause: Cause.Cause<unknown>) =>
-  Effect.logError("pass failed; will try again next pass").pipe(
+const reportPassFailure = (message: string) => (cause: Cause.Cause<unknown>) =>
+  Effect.logError(message).pipe(
     Effect.annotateLogs(
       "error",
       Cause.isFailType(cause) && cause.error instanceof Error
@@ -186,7 +186,7 @@ const program = Effect.gen(function* () {
   })
   const work = flags.once
     ? pass.pipe(
-        Effect.tapErrorCause(reportPassFailure),
+        Effect.tapErrorCause(reportPassFailure("pass failed")),
         Effect.mapError(() => new ExitCode({ code: 1 })),
         Effect.asVoid,
       )
@@ -198,7 +198,9 @@ const program = Effect.gen(function* () {
         ),
         Effect.zipRight(
           pass.pipe(
-            Effect.catchAllCause(reportPassFailure),
+            Effect.catchAllCause(
+              reportPassFailure("pass failed; will try again next pass"),
+            ),
             Effect.repeat(Schedule.spaced(settings.pollInterval)),
           ),
         ),
@@ -220,8 +222,21 @@ const program = Effect.gen(function* () {
   )
 })
 
+// Chosen before the configuration is validated, so an invalid LOG_FORMAT
+// falls back to "auto" here and is reported with the other variables.
+const layerLogger = Layer.unwrapEffect(
+  LogFormat.pipe(
+    Effect.orElseSucceed(() => "auto" as const),
+    Effect.map((format) =>
+      format === "json" || (format === "auto" && !process.stdout.isTTY)
+        ? Logger.json
+        : Logger.logFmt,
+    ),
+  ),
+)
+
 program.pipe(
-  Effect.provide(Logger.logFmt),
+  Effect.provide(layerLogger),
   BunRuntime.runMain({
     disableErrorReporting: true,
     disablePrettyLogger: true,

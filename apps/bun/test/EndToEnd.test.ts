@@ -281,4 +281,27 @@ describe("the Bun runner, end to end", () => {
       [sentBefore, flyBefore],
     )
   })
+
+  it("logs JSON lines when its output is not a terminal", async () => {
+    createDemoOrg(fly)
+    const result = await runCli(
+      ["--once"],
+      { ...env(), LOG_FORMAT: "auto", LOG_LEVEL: "Info" },
+      { cwd: dir },
+    )
+    assert.strictEqual(result.code, 0)
+    const lines = result.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as Record<string, unknown>)
+    const done = lines.find((line) => line.message === "pass done")!
+    assert.deepStrictEqual(
+      [done.logLevel, (done.annotations as Record<string, unknown>).pass],
+      ["INFO", 1],
+    )
+    assert.strictEqual(
+      (done.annotations as Record<string, unknown>).machines,
+      5,
+    )
+  })
 })

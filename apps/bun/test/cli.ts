@@ -21,7 +21,8 @@ export const startCli = (
 ) => {
   const child = spawn(process.execPath, ["run", mainPath, ...args], {
     cwd: options.cwd,
-    env: { PATH: process.env.PATH ?? "", ...env },
+    // logfmt unless a test asks otherwise: tests read the log lines.
+    env: { PATH: process.env.PATH ?? "", LOG_FORMAT: "logfmt", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   })
   let stdout = ""

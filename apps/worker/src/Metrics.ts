@@ -1,4 +1,5 @@
 import { EventStore } from "@flymon/core/EventStore"
+import * as Metrics from "@flymon/core/Metrics"
 import { render } from "@flymon/core/Prometheus"
 import { Effect, Metric, Option, Schema } from "effect"
 import { authorized } from "./Status.ts"
@@ -23,7 +24,8 @@ const lastPassCount = gauge(
   "flymon_last_pass_count",
   "Counts of the last pass, by what was counted.",
 )
-const storeRows = gauge("flymon_store_rows", "Rows in D1, by table.")
+// The same gauge the core sets after each pass, so one name, one series.
+const storeRows = Metrics.storeRows
 
 const NAMES = new Set([
   "flymon_last_pass_ok",

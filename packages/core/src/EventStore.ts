@@ -350,6 +350,52 @@ export class EventStore extends Effect.Service<EventStore>()(
         },
       )
 
+      /**
+       * Claims undelivered events first seen before `olderThan`, oldest
+       * first, to be summed up in one message instead of posted one by one.
+       */
+      const claimStale = Effect.fn("EventStore.claimStale")(
+        function* (options: {
+          readonly now: number
+          readonly claimMs: number
+          readonly olderThan: number
+          readonly limit: number
+        }) {
+          const rows = yield* sql`UPDATE events
+            SET claimed_until = ${options.now + options.claimMs}
+            WHERE key IN (
+              SELECT key FROM events
+              WHERE notified_at IS NULL
+                AND first_seen_at < ${options.olderThan}
+                AND (claimed_until IS NULL OR claimed_until < ${options.now})
+              ORDER BY timestamp, key
+              LIMIT ${options.limit})
+            RETURNING key, machine_id, app, type, status, source, timestamp,
+              exit_code, oom_killed, requested_stop, restart_count,
+              exit_error, ran_ms`.pipe(
+            Effect.mapError(fail("claim stale events")),
+            Effect.flatMap(decode(EventRow, "claim stale events")),
+          )
+          const known = yield* machinesById(rows.map((row) => row.machine_id))
+          return rows
+            .map((row): PendingEvent => {
+              const machine = known.get(row.machine_id)
+              return {
+                ...toNewEvent(row),
+                machineName: machine?.name ?? "",
+                region: machine?.region ?? "",
+                size: machine?.size ?? "unknown",
+                guest: machine?.guest,
+              }
+            })
+            .sort((a, b) =>
+              a.timestamp === b.timestamp
+                ? a.key.localeCompare(b.key)
+                : a.timestamp - b.timestamp,
+            )
+        },
+      )
+
       const updateKeys = (
         operation: string,
         keys: ReadonlyArray<string>,
@@ -386,6 +432,25 @@ export class EventStore extends Effect.Service<EventStore>()(
           "release claim",
           keys,
           (chunk) => sql`UPDATE events SET claimed_until = NULL
+            WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
+        )
+      })
+
+      /**
+       * Settles events without their own message: Discord rejected them, or
+       * a summary stood in for them. `why` goes to `delivery_error`.
+       */
+      const giveUp = Effect.fn("EventStore.giveUp")(function* (
+        keys: ReadonlyArray<string>,
+        why: string,
+        now: number,
+      ) {
+        yield* updateKeys(
+          "settle undeliverable events",
+          keys,
+          (chunk) => sql`UPDATE events
+            SET notified_at = ${now}, claimed_until = NULL,
+              delivery_error = ${why}
             WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
         )
       })
@@ -604,6 +669,59 @@ export class EventStore extends Effect.Service<EventStore>()(
         )
       })
 
+      /** Claims undelivered notices created before `olderThan`, oldest first. */
+      const claimStaleNotices = Effect.fn("EventStore.claimStaleNotices")(
+        function* (options: {
+          readonly now: number
+          readonly claimMs: number
+          readonly olderThan: number
+          readonly limit: number
+        }) {
+          const rows = yield* sql`UPDATE notices
+            SET claimed_until = ${options.now + options.claimMs}
+            WHERE key IN (
+              SELECT key FROM notices
+              WHERE notified_at IS NULL
+                AND created_at < ${options.olderThan}
+                AND (claimed_until IS NULL OR claimed_until < ${options.now})
+              ORDER BY created_at, key
+              LIMIT ${options.limit})
+            RETURNING key, kind, created_at, silent, embed`.pipe(
+            Effect.mapError(fail("claim stale notices")),
+            Effect.flatMap(decode(NoticeRow, "claim stale notices")),
+          )
+          return rows
+            .map((row): Notice => ({
+              key: row.key,
+              kind: row.kind,
+              createdAt: row.created_at,
+              silent: row.silent === 1,
+              embed: JSON.parse(row.embed),
+            }))
+            .sort((a, b) =>
+              a.createdAt === b.createdAt
+                ? a.key.localeCompare(b.key)
+                : a.createdAt - b.createdAt,
+            )
+        },
+      )
+
+      /** Settles notices without their own message, as `giveUp` does. */
+      const giveUpNotices = Effect.fn("EventStore.giveUpNotices")(function* (
+        keys: ReadonlyArray<string>,
+        why: string,
+        now: number,
+      ) {
+        yield* updateKeys(
+          "settle undeliverable notices",
+          keys,
+          (chunk) => sql`UPDATE notices
+            SET notified_at = ${now}, claimed_until = NULL,
+              delivery_error = ${why}
+            WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
+        )
+      })
+
       const count = (table: "events" | "machines" | "runs" | "notices") =>
         sql<{ n: number }>`SELECT COUNT(*) AS n FROM ${sql(table)}`.pipe(
           Effect.map((rows) => Number(rows[0]?.n ?? 0)),
@@ -677,12 +795,16 @@ export class EventStore extends Effect.Service<EventStore>()(
         claimNotices,
         markNoticesNotified,
         releaseNotices,
+        claimStaleNotices,
+        giveUpNotices,
         machines,
         saveMachine,
         insertEvents,
         claimUndelivered,
         markNotified,
         release,
+        claimStale,
+        giveUp,
         getMeta,
         setMeta,
         claimMeta,

@@ -35,7 +35,9 @@ export const alertsSent = Metric.counter("flymon_alerts_sent_total", {
 })
 
 export const alertsFailed = Metric.counter("flymon_alerts_failed_total", {
-  description: "Alerts Discord did not accept (kept for later), by reason.",
+  description:
+    "Alerts Discord did not accept, by reason: kept for later, or given up " +
+    "(Rejected) or summed up (Expired).",
   incremental: true,
 })
 

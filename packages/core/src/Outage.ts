@@ -93,7 +93,7 @@ const recoveredNote = (outage: Outage, now: number) =>
         color: 0x2ecc71,
         description: `Monitoring works again after ${humanDuration(
           now - outage.since,
-        )} and ${outage.failures} failed passes. Anything that happened meanwhile has been announced above.`,
+        )} and ${outage.failures} failed passes. Machine events from that time, if any, are announced above.`,
         fields: [],
         footer: {
           text: `outage since ${new Date(outage.since).toISOString()}`,

@@ -64,7 +64,8 @@ export const fakesAt = (now?: () => number) =>
         org: ORG,
         ...(now === undefined ? {} : { now }),
       })
-      const discord = await FakeDiscord.start()
+      // Discord's rate-limit buckets run on the same clock as the monitor.
+      const discord = await FakeDiscord.start(now === undefined ? {} : { now })
       return { fly, discord }
     }),
     ({ fly, discord }) =>

@@ -20,6 +20,8 @@ export interface FakeDiscordRequest {
   /** 0 when the socket was reset instead of answered. */
   status: number
   at: number
+  /** Earlier requests to the same path unanswered when this one arrived. */
+  unanswered: number
 }
 
 export interface FakeDiscordResponse {
@@ -30,6 +32,12 @@ export interface FakeDiscordResponse {
   times?: number
   delayMs?: number
   resetAfterSend?: boolean
+}
+
+export interface FakeDiscordOptions {
+  onMessage?: (m: DiscordMessage) => void
+  enforceRateLimit?: boolean
+  now?: () => number
 }
 
 const WEBHOOK = /^\/api(?:\/v\d+)?\/webhooks\/([^/]+)\/([^/]+)\/?$/
@@ -48,32 +56,33 @@ export class FakeDiscord {
   private readonly scripted: Array<
     FakeDiscordResponse & { remaining: number }
   > = []
+  private readonly outages: Array<{
+    until: number
+    response: FakeDiscordResponse
+  }> = []
+  private readonly open = new Set<FakeDiscordRequest>()
   private readonly buckets = new Map<string, { start: number; used: number }>()
   private readonly onMessage: ((m: DiscordMessage) => void) | undefined
   private readonly enforceRateLimit: boolean
+  private readonly now: () => number
 
   private constructor(
     private readonly server: LocalServer,
-    options: {
-      onMessage?: (m: DiscordMessage) => void
-      enforceRateLimit?: boolean
-    },
+    options: FakeDiscordOptions,
   ) {
     this.url = server.url
     this.onMessage = options.onMessage
     this.enforceRateLimit = options.enforceRateLimit ?? false
+    this.now = options.now ?? Date.now
   }
 
   /**
    * `enforceRateLimit` answers 429 once a webhook has used its 5 requests per
-   * 2 s; off by default, so only scripted 429s happen.
+   * 2 s; off by default, so only scripted 429s happen. `now` is the clock of
+   * the rate-limit buckets, `at` and `respondUntil` (a test's simulated
+   * clock); the wall clock by default.
    */
-  static async start(
-    options: {
-      onMessage?: (m: DiscordMessage) => void
-      enforceRateLimit?: boolean
-    } = {},
-  ): Promise<FakeDiscord> {
+  static async start(options: FakeDiscordOptions = {}): Promise<FakeDiscord> {
     let discord: FakeDiscord | undefined
     const server = await listenLocal((req, res) => {
       // A client that aborts mid-upload must not become an unhandled rejection.
@@ -89,6 +98,15 @@ export class FakeDiscord {
 
   respondNext(response: FakeDiscordResponse): void {
     this.scripted.push({ ...response, remaining: response.times ?? 1 })
+  }
+
+  /**
+   * Answers every request with `response` until `now()` reaches `until` (an
+   * outage of a stretch of time rather than of a number of requests).
+   * Scripted `respondNext` answers go first; `times` is ignored.
+   */
+  respondUntil(until: number, response: FakeDiscordResponse): void {
+    this.outages.push({ until, response })
   }
 
   stop(): Promise<void> {
@@ -112,9 +130,11 @@ export class FakeDiscord {
       query: url.search.replace(/^\?/, ""),
       body,
       status: 0,
-      at: Date.now(),
+      at: this.now(),
+      unanswered: [...this.open].filter((r) => r.path === url.pathname).length,
     }
     this.requests.push(record)
+    this.open.add(record)
     const send = (
       status: number,
       payload: unknown,
@@ -122,6 +142,7 @@ export class FakeDiscord {
       delayMs = 0,
     ) =>
       this.server.later(delayMs, () => {
+        this.open.delete(record)
         record.status = status
         const merged: Record<string, string> = {}
         if (payload !== undefined && typeof payload !== "string") {
@@ -150,11 +171,17 @@ export class FakeDiscord {
       return send(405, { message: "405: Method Not Allowed", code: 0 }, {})
     }
 
-    const script = this.scripted[0]
+    const scripted = this.scripted[0]
+    if (scripted !== undefined) {
+      scripted.remaining -= 1
+      if (scripted.remaining <= 0) this.scripted.shift()
+    }
+    const at = this.now()
+    const script =
+      scripted ?? this.outages.find((outage) => at < outage.until)?.response
     if (script !== undefined) {
-      script.remaining -= 1
-      if (script.remaining <= 0) this.scripted.shift()
       if (script.resetAfterSend) {
+        this.open.delete(record)
         req.socket.destroy()
         return
       }
@@ -220,7 +247,7 @@ export class FakeDiscord {
       url.searchParams.get("wait") ?? "",
     )
     if (!wait) return send(204, undefined, limits.headers)
-    const now = Date.now()
+    const now = this.now()
     send(
       200,
       {
@@ -246,7 +273,7 @@ export class FakeDiscord {
     exceeded: boolean
     headers: Record<string, string>
   } {
-    const now = Date.now()
+    const now = this.now()
     let bucket = this.buckets.get(webhook)
     if (bucket === undefined || now - bucket.start >= BUCKET_MS) {
       bucket = { start: now, used: 0 }

@@ -182,12 +182,11 @@ describe.concurrent("Discord faults, Bun runner --once", () => {
     60_000,
   )
   /**
-   * A Fly string that is only whitespace becomes a blank embed field,
-   * which Discord refuses (400); the pass then fails on the same oldest
-   * batch every time, and no later alert goes out either.
+   * A Fly string that is only whitespace would make a blank embed field,
+   * which Discord refuses (400) and which would block the oldest batch.
    */
-  it.fails(
-    "a blank source from Fly: every alert still delivered (fails: 400 blocks the queue)",
+  it(
+    "a blank source from Fly: every alert still delivered",
     () =>
       withRig(async (rig) => {
         const ids = rig.seed(1, 2)
@@ -208,10 +207,10 @@ describe.concurrent("Discord faults, Bun runner --once", () => {
           `blank source: exit codes ${runs.join(",")}, ${rig.posted().length} of ${rig.expected.length} alerts sent, ` +
             `${alertAttempts(rig).length} refused attempts`,
         )
-        assert.match(rig.log(), /Discord Rejected \(HTTP 400\)/)
+        // A blank string becomes "–" in the embed, so Discord accepts it.
+        assert.deepStrictEqual(runs, [0, 0, 0])
         rig.assertExactlyOnce()
       }),
-    // A hang would also pass as the expected failure: keep it short.
     60_000,
   )
 })
@@ -295,8 +294,8 @@ describe("Discord faults, core pass in-process", () => {
    * Discord: a 429 without rate-limit headers comes from Cloudflare and
    * means the IP is banned for a while; retrying at once makes it worse.
    */
-  it.fails(
-    "header-less 429 (IP ban): backs off ≥ 1 s (fails: retried at once)",
+  it(
+    "header-less 429 (IP ban): backs off ≥ 1 s",
     () =>
       withRig(async (rig) => {
         await prepare(rig)

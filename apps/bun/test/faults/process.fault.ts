@@ -147,8 +147,8 @@ describe("process faults", () => {
       for (const key of rig.duplicates().keys()) assert.isTrue(atRisk.has(key))
     }))
 
-  it.fails(
-    "SIGTERM while Discord answers, restart: alerts go out on the restart (fails: held 15 min)",
+  it(
+    "SIGTERM while Discord answers, restart: alerts go out on the restart",
     () =>
       withRig(async (rig) => {
         const ids = rig.seed(2, 2)
