@@ -305,30 +305,36 @@ export class EventStore extends Effect.Service<EventStore>()(
           ),
         )
 
-      /**
-       * Claims up to `limit` undelivered events, oldest first, for `claimMs`.
-       * One UPDATE … RETURNING, so two passes running at once (two Worker
-       * invocations, two processes on one file) never claim the same event.
-       */
-      const claimUndelivered = Effect.fn("EventStore.claimUndelivered")(
-        function* (options: {
+      // Both claims below: one UPDATE … RETURNING, so two passes running at
+      // once (two Worker invocations, two processes on one file) never
+      // claim the same event.
+      const claimEvents = (
+        operation: string,
+        options: {
           readonly now: number
           readonly claimMs: number
           readonly limit: number
-        }) {
+          readonly olderThan?: number
+        },
+      ) =>
+        Effect.gen(function* () {
+          const stale =
+            options.olderThan === undefined
+              ? sql.literal("")
+              : sql`AND first_seen_at < ${options.olderThan}`
           const rows = yield* sql`UPDATE events
             SET claimed_until = ${options.now + options.claimMs}
             WHERE key IN (
               SELECT key FROM events
-              WHERE notified_at IS NULL
+              WHERE notified_at IS NULL ${stale}
                 AND (claimed_until IS NULL OR claimed_until < ${options.now})
               ORDER BY timestamp, key
               LIMIT ${options.limit})
             RETURNING key, machine_id, app, type, status, source, timestamp,
               exit_code, oom_killed, requested_stop, restart_count,
               exit_error, ran_ms`.pipe(
-            Effect.mapError(fail("claim events")),
-            Effect.flatMap(decode(EventRow, "claim events")),
+            Effect.mapError(fail(operation)),
+            Effect.flatMap(decode(EventRow, operation)),
           )
           const known = yield* machinesById(rows.map((row) => row.machine_id))
           return rows
@@ -347,6 +353,16 @@ export class EventStore extends Effect.Service<EventStore>()(
                 ? a.key.localeCompare(b.key)
                 : a.timestamp - b.timestamp,
             )
+        })
+
+      /** Claims up to `limit` undelivered events, oldest first, for `claimMs`. */
+      const claimUndelivered = Effect.fn("EventStore.claimUndelivered")(
+        function* (options: {
+          readonly now: number
+          readonly claimMs: number
+          readonly limit: number
+        }) {
+          return yield* claimEvents("claim events", options)
         },
       )
 
@@ -361,38 +377,7 @@ export class EventStore extends Effect.Service<EventStore>()(
           readonly olderThan: number
           readonly limit: number
         }) {
-          const rows = yield* sql`UPDATE events
-            SET claimed_until = ${options.now + options.claimMs}
-            WHERE key IN (
-              SELECT key FROM events
-              WHERE notified_at IS NULL
-                AND first_seen_at < ${options.olderThan}
-                AND (claimed_until IS NULL OR claimed_until < ${options.now})
-              ORDER BY timestamp, key
-              LIMIT ${options.limit})
-            RETURNING key, machine_id, app, type, status, source, timestamp,
-              exit_code, oom_killed, requested_stop, restart_count,
-              exit_error, ran_ms`.pipe(
-            Effect.mapError(fail("claim stale events")),
-            Effect.flatMap(decode(EventRow, "claim stale events")),
-          )
-          const known = yield* machinesById(rows.map((row) => row.machine_id))
-          return rows
-            .map((row): PendingEvent => {
-              const machine = known.get(row.machine_id)
-              return {
-                ...toNewEvent(row),
-                machineName: machine?.name ?? "",
-                region: machine?.region ?? "",
-                size: machine?.size ?? "unknown",
-                guest: machine?.guest,
-              }
-            })
-            .sort((a, b) =>
-              a.timestamp === b.timestamp
-                ? a.key.localeCompare(b.key)
-                : a.timestamp - b.timestamp,
-            )
+          return yield* claimEvents("claim stale events", options)
         },
       )
 
