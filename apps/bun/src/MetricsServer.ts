@@ -67,30 +67,36 @@ export const serveMetrics = (options: {
   readonly health: Ref.Ref<PassHealth>
 }) =>
   Effect.acquireRelease(
-    Effect.sync(() =>
-      Bun.serve({
-        hostname: options.host,
-        port: options.port,
-        fetch: async (request) => {
-          const { pathname } = new URL(request.url)
-          if (request.method !== "GET")
-            return new Response("method not allowed", { status: 405 })
-          if (pathname === "/metrics")
-            return new Response(await Effect.runPromise(prometheusText), {
-              headers: {
-                "content-type": "text/plain; version=0.0.4; charset=utf-8",
-              },
-            })
-          if (pathname === "/healthz")
-            return healthResponse(
-              Effect.runSync(Ref.get(options.health)),
-              Date.now(),
-              options.interval,
-            )
-          return new Response("not found", { status: 404 })
-        },
-      }),
-    ),
+    Effect.try({
+      catch: (cause) =>
+        new Error(
+          `cannot serve metrics on METRICS_HOST=${options.host} ` +
+            `METRICS_PORT=${options.port}: ${String((cause as Error).message ?? cause)}`,
+        ),
+      try: () =>
+        Bun.serve({
+          hostname: options.host,
+          port: options.port,
+          fetch: async (request) => {
+            const { pathname } = new URL(request.url)
+            if (request.method !== "GET")
+              return new Response("method not allowed", { status: 405 })
+            if (pathname === "/metrics")
+              return new Response(await Effect.runPromise(prometheusText), {
+                headers: {
+                  "content-type": "text/plain; version=0.0.4; charset=utf-8",
+                },
+              })
+            if (pathname === "/healthz")
+              return healthResponse(
+                Effect.runSync(Ref.get(options.health)),
+                Date.now(),
+                options.interval,
+              )
+            return new Response("not found", { status: 404 })
+          },
+        }),
+    }),
     (server) => Effect.sync(() => server.stop(true)),
   ).pipe(
     Effect.tap((server) =>

@@ -12,7 +12,7 @@ import {
   describeConfigError,
 } from "@flymon/core/Settings"
 import { status } from "@flymon/core/Status"
-import { readFileSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import {
   Cause,
   Config,
@@ -130,6 +130,13 @@ const printStatus = Effect.gen(function* () {
   const [, settings] = yield* Config.all([CostSettings, BunSettings]).pipe(
     Effect.catchIf(ConfigError.isConfigError, configError),
   )
+  if (!existsSync(settings.databasePath)) {
+    yield* Console.error(
+      `no database at DATABASE_PATH=${settings.databasePath}: ` +
+        "run the monitor first, or point DATABASE_PATH at its database",
+    )
+    return yield* new ExitCode({ code: 1 })
+  }
   const report = yield* status.pipe(
     Effect.provide(
       EventStore.Default.pipe(
@@ -212,10 +219,22 @@ const program = Effect.gen(function* () {
       (error): error is Exclude<typeof error, ExitCode> =>
         !(error instanceof ExitCode),
       (error) =>
-        Effect.logError("could not start").pipe(
-          Effect.annotateLogs("error", String(error.message)),
-          Effect.zipRight(new ExitCode({ code: 1 })),
-        ),
+        Console.error(
+          `could not start: ${
+            "_tag" in error &&
+            (error._tag === "SqlError" || error._tag === "MigrationError")
+              ? `the database at DATABASE_PATH=${settings.databasePath}: `
+              : ""
+          }${String(error.message)}`,
+        ).pipe(Effect.zipRight(new ExitCode({ code: 1 }))),
+    ),
+    // Opening the database can throw (a folder, no permission): say which.
+    Effect.catchAllDefect((defect) =>
+      Console.error(
+        defect instanceof Error && defect.name === "SQLiteError"
+          ? `could not start: the database at DATABASE_PATH=${settings.databasePath}: ${defect.message}`
+          : `stopped by an unexpected error: ${String(defect)}`,
+      ).pipe(Effect.zipRight(new ExitCode({ code: 1 }))),
     ),
     Logger.withMinimumLogLevel(settings.logLevel),
     Effect.scoped,

@@ -304,4 +304,26 @@ describe("the Bun runner, end to end", () => {
       5,
     )
   })
+
+  it("names DATABASE_PATH when the database cannot be opened or is missing", async () => {
+    const folder = await runCli(
+      ["--once"],
+      { ...env(), DATABASE_PATH: dir },
+      { cwd: dir },
+    )
+    const missing = await runCli(
+      ["status"],
+      { DATABASE_PATH: join(dir, "typo.db") },
+      { cwd: dir },
+    )
+    assert.deepStrictEqual([folder.code, missing.code], [1, 1])
+    assert.strictEqual(
+      folder.stderr.trim(),
+      `could not start: the database at DATABASE_PATH=${dir}: unable to open database file`,
+    )
+    assert.strictEqual(
+      missing.stderr.trim(),
+      `no database at DATABASE_PATH=${join(dir, "typo.db")}: run the monitor first, or point DATABASE_PATH at its database`,
+    )
+  })
 })
