@@ -597,23 +597,31 @@ export class EventStore extends Effect.Service<EventStore>()(
         return rows.length > 0
       })
 
-      const claimNotices = Effect.fn("EventStore.claimNotices")(
-        function* (options: {
+      const claimNoticeRows = (
+        operation: string,
+        options: {
           readonly now: number
           readonly claimMs: number
           readonly limit: number
-        }) {
+          readonly olderThan?: number
+        },
+      ) =>
+        Effect.gen(function* () {
+          const stale =
+            options.olderThan === undefined
+              ? sql.literal("")
+              : sql`AND created_at < ${options.olderThan}`
           const rows = yield* sql`UPDATE notices
             SET claimed_until = ${options.now + options.claimMs}
             WHERE key IN (
               SELECT key FROM notices
-              WHERE notified_at IS NULL
+              WHERE notified_at IS NULL ${stale}
                 AND (claimed_until IS NULL OR claimed_until < ${options.now})
               ORDER BY created_at, key
               LIMIT ${options.limit})
             RETURNING key, kind, created_at, silent, embed`.pipe(
-            Effect.mapError(fail("claim notices")),
-            Effect.flatMap(decode(NoticeRow, "claim notices")),
+            Effect.mapError(fail(operation)),
+            Effect.flatMap(decode(NoticeRow, operation)),
           )
           return rows
             .map((row): Notice => ({
@@ -628,6 +636,15 @@ export class EventStore extends Effect.Service<EventStore>()(
                 ? a.key.localeCompare(b.key)
                 : a.createdAt - b.createdAt,
             )
+        })
+
+      const claimNotices = Effect.fn("EventStore.claimNotices")(
+        function* (options: {
+          readonly now: number
+          readonly claimMs: number
+          readonly limit: number
+        }) {
+          return yield* claimNoticeRows("claim notices", options)
         },
       )
 
@@ -662,32 +679,7 @@ export class EventStore extends Effect.Service<EventStore>()(
           readonly olderThan: number
           readonly limit: number
         }) {
-          const rows = yield* sql`UPDATE notices
-            SET claimed_until = ${options.now + options.claimMs}
-            WHERE key IN (
-              SELECT key FROM notices
-              WHERE notified_at IS NULL
-                AND created_at < ${options.olderThan}
-                AND (claimed_until IS NULL OR claimed_until < ${options.now})
-              ORDER BY created_at, key
-              LIMIT ${options.limit})
-            RETURNING key, kind, created_at, silent, embed`.pipe(
-            Effect.mapError(fail("claim stale notices")),
-            Effect.flatMap(decode(NoticeRow, "claim stale notices")),
-          )
-          return rows
-            .map((row): Notice => ({
-              key: row.key,
-              kind: row.kind,
-              createdAt: row.created_at,
-              silent: row.silent === 1,
-              embed: JSON.parse(row.embed),
-            }))
-            .sort((a, b) =>
-              a.createdAt === b.createdAt
-                ? a.key.localeCompare(b.key)
-                : a.createdAt - b.createdAt,
-            )
+          return yield* claimNoticeRows("claim stale notices", options)
         },
       )
 
