@@ -74,7 +74,8 @@ const isNewer = (
     (event.timestamp === record.lastEventAt &&
       eventKey(machineId, event) !== record.lastEventKey))
 
-const toNewEvent = (
+/** What the pass stores of a billing-relevant Fly event. */
+export const toNewEvent = (
   app: string,
   machine: Machine,
   event: MachineEvent,

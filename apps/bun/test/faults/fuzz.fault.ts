@@ -5,7 +5,8 @@ import {
   watchingMessage,
   type DiscordPayload,
 } from "@flymon/core/DiscordMessage"
-import { eventKey, exitDetailsOf, Machine } from "@flymon/core/Domain"
+import { Machine } from "@flymon/core/Domain"
+import { toNewEvent } from "@flymon/core/Monitor"
 import type { PendingEvent } from "@flymon/core/EventStore"
 import { FLY_PRICES } from "@flymon/core/Pricing"
 import { DEFAULT_MONITORED_EVENTS } from "@flymon/core/Settings"
@@ -204,15 +205,7 @@ const pendingEvents = (
   machine.events
     .filter((event) => monitored.has(event.type))
     .map((event) => ({
-      key: eventKey(machine.id, event),
-      machineId: machine.id,
-      app,
-      type: event.type,
-      status: event.status,
-      source: event.source,
-      timestamp: event.timestamp,
-      exit: event.type === "exit" ? exitDetailsOf(event.request) : undefined,
-      ranMs,
+      ...toNewEvent(app, machine, event, ranMs),
       machineName: machine.name,
       region: machine.region,
       size: machine.size,
