@@ -23,6 +23,8 @@ export interface MachineRecord {
   readonly lastEventKey: string | null
   readonly lastEventAt: number | null
   readonly guest: Guest | undefined
+  /** The Fly organization of its app; undefined in rows from before orgs. */
+  readonly org?: string | undefined
 }
 
 /** A billing-relevant event as the monitor first sees it. */
@@ -37,6 +39,8 @@ export interface NewEvent {
   readonly exit: ExitDetails | undefined
   /** For a stop or exit that ended a run: how long the machine ran. */
   readonly ranMs?: number | undefined
+  /** The Fly organization of its app. */
+  readonly org?: string | undefined
 }
 
 /** An event waiting for delivery, with what is known of its machine. */
@@ -66,6 +70,9 @@ export interface Notice {
   readonly createdAt: number
   readonly silent: boolean
   readonly embed: unknown
+  /** The app (and org) it is about: it takes that app's Discord route. */
+  readonly app?: string | undefined
+  readonly org?: string | undefined
 }
 
 const MachineRow = Schema.Struct({
@@ -82,6 +89,7 @@ const MachineRow = Schema.Struct({
   memory_mb: Schema.NullOr(Schema.Number),
   gpu_kind: Schema.NullOr(Schema.String),
   gpus: Schema.NullOr(Schema.Number),
+  org: Schema.NullOr(Schema.String),
 })
 
 const RunRow = Schema.Struct({
@@ -112,6 +120,8 @@ const NoticeRow = Schema.Struct({
   created_at: Schema.Number,
   silent: Schema.Number,
   embed: Schema.String,
+  app: Schema.NullOr(Schema.String),
+  org: Schema.NullOr(Schema.String),
 })
 
 const EventRow = Schema.Struct({
@@ -128,6 +138,7 @@ const EventRow = Schema.Struct({
   restart_count: Schema.NullOr(Schema.Number),
   exit_error: Schema.NullOr(Schema.String),
   ran_ms: Schema.NullOr(Schema.Number),
+  org: Schema.NullOr(Schema.String),
 })
 type EventRow = typeof EventRow.Type
 
@@ -152,6 +163,7 @@ const toMachineRecord = (row: typeof MachineRow.Type): MachineRecord => ({
           ...(row.gpu_kind === null ? {} : { gpu_kind: row.gpu_kind }),
           ...(row.gpus === null ? {} : { gpus: row.gpus }),
         },
+  ...(row.org === null ? {} : { org: row.org }),
 })
 
 const toNewEvent = (row: EventRow): NewEvent => ({
@@ -175,6 +187,7 @@ const toNewEvent = (row: EventRow): NewEvent => ({
           error: row.exit_error,
         },
   ranMs: row.ran_ms ?? undefined,
+  ...(row.org === null ? {} : { org: row.org }),
 })
 
 const flag = (value: boolean | undefined) =>
@@ -190,7 +203,7 @@ export class EventStore extends Effect.Service<EventStore>()(
       const sql = yield* SqlClient.SqlClient
       const MACHINE_COLUMNS = sql.literal(
         "id, app, name, region, size, state, last_event_key, last_event_at, " +
-          "cpu_kind, cpus, memory_mb, gpu_kind, gpus",
+          "cpu_kind, cpus, memory_mb, gpu_kind, gpus, org",
       )
 
       const fail =
@@ -230,6 +243,7 @@ export class EventStore extends Effect.Service<EventStore>()(
           memory_mb: machine.guest?.memory_mb ?? null,
           gpu_kind: machine.guest?.gpu_kind ?? null,
           gpus: machine.guest?.gpus ?? null,
+          org: machine.org ?? null,
           updated_at: now,
         })}
           ON CONFLICT (id) DO UPDATE SET
@@ -243,6 +257,7 @@ export class EventStore extends Effect.Service<EventStore>()(
             memory_mb = excluded.memory_mb,
             gpu_kind = excluded.gpu_kind,
             gpus = excluded.gpus,
+            org = COALESCE(excluded.org, machines.org),
             last_event_key = CASE
               WHEN machines.last_event_at IS NULL
                 OR excluded.last_event_at >= machines.last_event_at
@@ -276,6 +291,7 @@ export class EventStore extends Effect.Service<EventStore>()(
             restart_count: event.exit?.restartCount ?? null,
             exit_error: event.exit?.error ?? null,
             ran_ms: event.ranMs ?? null,
+            org: event.org ?? null,
             first_seen_at: options.now,
             baseline: options.baseline ? 1 : 0,
             notified_at: options.baseline ? options.now : null,
@@ -332,7 +348,7 @@ export class EventStore extends Effect.Service<EventStore>()(
               LIMIT ${options.limit})
             RETURNING key, machine_id, app, type, status, source, timestamp,
               exit_code, oom_killed, requested_stop, restart_count,
-              exit_error, ran_ms`.pipe(
+              exit_error, ran_ms, org`.pipe(
             Effect.mapError(fail(operation)),
             Effect.flatMap(decode(EventRow, operation)),
           )
@@ -438,6 +454,38 @@ export class EventStore extends Effect.Service<EventStore>()(
               delivery_error = ${why}
             WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
         )
+      })
+
+      /**
+       * Settles undelivered, unclaimed events without an alert of their own:
+       * `into` says what took their place (a storm, a silence, a summary).
+       * Returns the keys it settled; an event another pass is delivering
+       * right now is left alone.
+       */
+      const fold = Effect.fn("EventStore.fold")(function* (
+        keys: ReadonlyArray<string>,
+        into: string,
+        now: number,
+      ) {
+        const folded: Array<string> = []
+        for (const chunk of Chunk.chunksOf(
+          Chunk.fromIterable(keys),
+          IN_CHUNK,
+        )) {
+          const rows = yield* sql`UPDATE events
+            SET notified_at = ${now}, folded_into = ${into}
+            WHERE key IN ${sql.in(Chunk.toArray(chunk))}
+              AND notified_at IS NULL
+              AND (claimed_until IS NULL OR claimed_until < ${now})
+            RETURNING key`.pipe(
+            Effect.mapError(fail("fold events")),
+            Effect.flatMap(
+              decode(Schema.Struct({ key: Schema.String }), "fold events"),
+            ),
+          )
+          folded.push(...rows.map((row) => row.key))
+        }
+        return folded
       })
 
       const getMeta = Effect.fn("EventStore.getMeta")(function* (key: string) {
@@ -591,6 +639,8 @@ export class EventStore extends Effect.Service<EventStore>()(
           created_at: notice.createdAt,
           silent: notice.silent ? 1 : 0,
           embed: JSON.stringify(notice.embed),
+          app: notice.app ?? null,
+          org: notice.org ?? null,
         })} ON CONFLICT (key) DO NOTHING RETURNING key`.pipe(
           Effect.mapError(fail("add notice")),
         )
@@ -619,7 +669,7 @@ export class EventStore extends Effect.Service<EventStore>()(
                 AND (claimed_until IS NULL OR claimed_until < ${options.now})
               ORDER BY created_at, key
               LIMIT ${options.limit})
-            RETURNING key, kind, created_at, silent, embed`.pipe(
+            RETURNING key, kind, created_at, silent, embed, app, org`.pipe(
             Effect.mapError(fail(operation)),
             Effect.flatMap(decode(NoticeRow, operation)),
           )
@@ -630,6 +680,8 @@ export class EventStore extends Effect.Service<EventStore>()(
               createdAt: row.created_at,
               silent: row.silent === 1,
               embed: JSON.parse(row.embed),
+              ...(row.app === null ? {} : { app: row.app }),
+              ...(row.org === null ? {} : { org: row.org }),
             }))
             .sort((a, b) =>
               a.createdAt === b.createdAt
@@ -782,6 +834,7 @@ export class EventStore extends Effect.Service<EventStore>()(
         release,
         claimStale,
         giveUp,
+        fold,
         getMeta,
         setMeta,
         claimMeta,
