@@ -151,13 +151,31 @@ const costField = (
   return undefined
 }
 
+export interface EmbedOptions {
+  /** Name the Fly org next to the app (several orgs are watched). */
+  readonly showOrg?: boolean
+}
+
+const appField = (event: PendingEvent, options: EmbedOptions): EmbedField => ({
+  name: "App",
+  value:
+    options.showOrg && event.org !== undefined
+      ? `${safe(event.app, 200)} (org ${code(event.org, 60)})`
+      : safe(event.app, 200),
+  inline: true,
+})
+
 /** The embed announcing one billing-relevant event. */
-export const eventEmbed = (event: PendingEvent, prices: PriceTable): Embed => {
+export const eventEmbed = (
+  event: PendingEvent,
+  prices: PriceTable,
+  options: EmbedOptions = {},
+): Embed => {
   const { title, color } = headline(event)
   const who = event.machineName || event.machineId
   const seconds = Math.floor(event.timestamp / 1000)
   const fields: Array<EmbedField> = [
-    { name: "App", value: safe(event.app, 200), inline: true },
+    appField(event, options),
     {
       name: "Machine",
       value: truncate(
@@ -189,6 +207,81 @@ export const eventEmbed = (event: PendingEvent, prices: PriceTable): Embed => {
     footer: { text: truncate(`event ${event.key}`, 200) },
     timestamp: new Date(event.timestamp).toISOString(),
   }
+}
+
+/** Events of one machine that share an embed, at most. */
+export const EVENTS_PER_EMBED = 10
+
+const eventLine = (event: PendingEvent, prices: PriceTable): string => {
+  const parts = [
+    `<t:${Math.floor(event.timestamp / 1000)}:T> **${headline(event).title}**`,
+  ]
+  if (event.source.trim() !== "")
+    parts.push(`by ${truncate(escapeMarkdown(event.source), 40)}`)
+  if (event.exit?.oomKilled) parts.push("out of memory")
+  if (event.exit?.error)
+    parts.push(truncate(escapeMarkdown(event.exit.error), 120))
+  const cost = costField(event, prices)
+  if (cost !== undefined) parts.push(cost.value)
+  return parts.join(" · ")
+}
+
+/**
+ * One embed for several events of one machine (oldest first), a line each:
+ * a machine that started and stopped between two passes is one alert.
+ */
+export const machineEmbed = (
+  events: ReadonlyArray<PendingEvent>,
+  prices: PriceTable,
+  options: EmbedOptions = {},
+): Embed => {
+  if (events.length === 1) return eventEmbed(events[0]!, prices, options)
+  const latest = events.at(-1)!
+  const who = latest.machineName || latest.machineId
+  const crashed = events.some(
+    (event) => headline(event).color === Colors.crashed,
+  )
+  const budget = Limits.description - Limits.margin
+  let description = ""
+  for (const line of events.map((event) => eventLine(event, prices))) {
+    const next = description === "" ? line : `${description}\n${line}`
+    description =
+      Array.from(next).length > budget ? truncate(next, budget) : next
+  }
+  return {
+    title: truncate(
+      `${escapeMarkdown(who)}: ${events.length} events, ${headline(latest).title} last`,
+      Limits.title,
+    ),
+    description,
+    color: crashed ? Colors.crashed : headline(latest).color,
+    fields: [
+      appField(latest, options),
+      {
+        name: "Machine",
+        value: truncate(
+          `${safe(latest.machineName, 120)} ${code(latest.machineId)}`,
+          Limits.fieldValue,
+        ),
+        inline: true,
+      },
+      { name: "Region", value: safe(latest.region, 40), inline: true },
+      { name: "Size", value: safe(latest.size, 80), inline: true },
+    ],
+    footer: {
+      text: truncate(
+        `events ${events.map((event) => event.key).join(" ")}`,
+        Limits.footer,
+      ),
+    },
+    timestamp: new Date(latest.timestamp).toISOString(),
+  }
+}
+
+/** The event keys an alert embed's footer names (`event k` or `events k1 k2`). */
+export const footerKeys = (footer: string): ReadonlyArray<string> => {
+  const match = /^events? (.+)$/.exec(footer)
+  return match === null ? [] : match[1]!.split(" ")
 }
 
 export const embedLength = (embed: Embed): number =>

@@ -18,6 +18,7 @@ import {
 import type { DiscordPayload } from "./DiscordMessage.ts"
 import * as Metrics from "./Metrics.ts"
 import { RetryPolicy } from "./RetryPolicy.ts"
+import { DEFAULT_ROUTE } from "./Routes.ts"
 import { DiscordSettings } from "./Settings.ts"
 
 export type DiscordErrorReason =
@@ -41,6 +42,8 @@ export class DiscordError extends Data.TaggedError("DiscordError")<{
   readonly status?: number
   readonly detail: string
   readonly retryAfter?: Duration.Duration
+  /** The wait holds for every webhook: a global 429, a ban, the breaker. */
+  readonly everyWebhook?: boolean
 }> {
   override get message() {
     const status = this.status === undefined ? "" : ` (HTTP ${this.status})`
@@ -179,13 +182,20 @@ interface Pause {
 export interface SendOptions {
   /** Another webhook than DISCORD_WEBHOOK_URL. */
   readonly webhookUrl?: Redacted.Redacted<string>
+  /** The route's name, for log lines (the URL is a secret). */
+  readonly route?: string
 }
 
-const withWait = (error: DiscordError, retryAfter: Duration.Duration) =>
+const withWait = (
+  error: DiscordError,
+  retryAfter: Duration.Duration,
+  everyWebhook: boolean,
+) =>
   new DiscordError({
     reason: error.reason,
     detail: error.detail,
     retryAfter,
+    everyWebhook,
     ...(error.status === undefined ? {} : { status: error.status }),
   })
 
@@ -256,6 +266,7 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
                   reason: paused.reason,
                   detail: `every Discord send is paused ${waitText}: ${paused.why}`,
                   retryAfter,
+                  everyWebhook: true,
                 })
               : until === gate.limitedUntil
                 ? new DiscordError({
@@ -379,7 +390,7 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
               "rate-limit headers, a Cloudflare ban): no Discord request " +
               `for ${minutes(pauseFor)}; alerts are kept`,
           ).pipe(Effect.annotateLogs("error", error.message))
-          return yield* Effect.fail(withWait(error, pauseFor))
+          return yield* Effect.fail(withWait(error, pauseFor, true))
         }
         const jitter = Math.min(
           Math.floor(
@@ -399,7 +410,9 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
             `Discord's global rate limit: every Discord send waits ${wait} ms`,
           )
         } else gate.limitedUntil = Math.max(gate.limitedUntil, now + wait)
-        return yield* Effect.fail(withWait(error, Duration.millis(wait)))
+        return yield* Effect.fail(
+          withWait(error, Duration.millis(wait), global),
+        )
       })
 
     /** One attempt: wait for our turn, send, learn from the answer. */
@@ -436,12 +449,16 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
           policy.longestRateLimitWait,
         ))
 
-    const disable = (gate: Gate, error: DiscordError) =>
+    const disable = (gate: Gate, error: DiscordError, route: string) =>
       Effect.suspend(() => {
         gate.disabled = error
+        const fix =
+          route === DEFAULT_ROUTE
+            ? "DISCORD_WEBHOOK_URL is fixed"
+            : `the webhook of ${route} in DISCORD_ROUTES is fixed`
         return Effect.logError(
           "Discord refused the webhook: no more alerts will be sent until " +
-            "DISCORD_WEBHOOK_URL is fixed; alerts are kept and wait in the " +
+            `${fix}; alerts are kept and wait in the ` +
             (error.reason === "WebhookGone"
               ? "database (the webhook was deleted)"
               : `database (the webhook token was rejected, HTTP ${error.status})`),
@@ -466,7 +483,7 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
           isPermanent(error) &&
           error.status !== undefined &&
           gate.disabled === undefined
-            ? disable(gate, error)
+            ? disable(gate, error, options.route ?? DEFAULT_ROUTE)
             : Effect.void,
         ),
         gate.lock.withPermits(1),

@@ -1,11 +1,20 @@
 import { Config, ConfigError, Duration, Either, Option, Redacted } from "effect"
+import { globToRegExp } from "./Glob.ts"
 import { FLY_PRICES, withOverride } from "./Pricing.ts"
+import {
+  type DiscordRoute,
+  isHttpUrl,
+  withDefaultRoute,
+  parseRoutes,
+} from "./Routes.ts"
+
+export { globToRegExp }
 
 // Every variable the core reads, in one place, so a runtime can validate
 // them all at start-up and name each one that is missing or wrong.
 
-const invalid = (message: string) =>
-  Either.left(ConfigError.InvalidData([], message))
+const invalidOf = (message: string) => ConfigError.InvalidData([], message)
+const invalid = (message: string) => Either.left(invalidOf(message))
 
 const httpUrl = (name: string, options: { readonly secret: boolean }) =>
   Config.string(name).pipe(
@@ -13,14 +22,7 @@ const httpUrl = (name: string, options: { readonly secret: boolean }) =>
       // An empty value (as in the shipped .env template) is a missing one.
       if (text.trim() === "")
         return Either.left(ConfigError.MissingData([], "required, but empty"))
-      const ok = (() => {
-        try {
-          const url = new URL(text.trim())
-          return url.protocol === "http:" || url.protocol === "https:"
-        } catch {
-          return false
-        }
-      })()
+      const ok = isHttpUrl(text.trim())
       // A webhook URL is a credential: the error must not echo it.
       return ok
         ? Either.right(text.trim().replace(/\/+$/, ""))
@@ -53,10 +55,44 @@ export const FlySettings = Config.all({
 export type FlySettings = Config.Config.Success<typeof FlySettings>
 
 export const DiscordSettings = Config.all({
-  webhookUrl: httpUrl("DISCORD_WEBHOOK_URL", { secret: true }).pipe(
-    Config.map(Redacted.make),
+  webhookUrl: Config.option(
+    httpUrl("DISCORD_WEBHOOK_URL", { secret: true }).pipe(
+      Config.map(Redacted.make),
+    ),
   ),
-})
+  routes: Config.string("DISCORD_ROUTES").pipe(
+    Config.mapOrFail((text) =>
+      text.trim() === ""
+        ? Either.right([] as ReadonlyArray<DiscordRoute>)
+        : parseRoutes(text).pipe(
+            Either.mapLeft((message) => invalidOf(message)),
+          ),
+    ),
+    Config.withDefault([] as ReadonlyArray<DiscordRoute>),
+  ),
+}).pipe(
+  Config.mapOrFail(({ webhookUrl, routes }) =>
+    withDefaultRoute(routes, Option.getOrUndefined(webhookUrl)).pipe(
+      Either.map((all) => ({
+        routes: all,
+        /** Where alerts go that no other route claims. */
+        webhookUrl: all.at(-1)!.webhook,
+      })),
+      Either.mapLeft((problem) =>
+        problem === "missing"
+          ? ConfigError.MissingData(
+              ["DISCORD_WEBHOOK_URL"],
+              "required unless DISCORD_ROUTES ends with a route for every app",
+            )
+          : ConfigError.InvalidData(
+              ["DISCORD_WEBHOOK_URL"],
+              "not used: the last route of DISCORD_ROUTES already takes every " +
+                "app; remove one of the two",
+            ),
+      ),
+    ),
+  ),
+)
 export type DiscordSettings = Config.Config.Success<typeof DiscordSettings>
 
 export const DEFAULT_MONITORED_EVENTS = ["start", "stop", "exit"] as const
@@ -142,22 +178,6 @@ export interface AppOverride {
   readonly glob: string
   readonly value: Duration.Duration
 }
-
-export const globToRegExp = (glob: string): RegExp =>
-  new RegExp(
-    "^" +
-      glob
-        .split("")
-        .map((char) =>
-          char === "*"
-            ? ".*"
-            : char === "?"
-              ? "."
-              : char.replace(/[.+^${}()|[\]\\]/g, "\\$&"),
-        )
-        .join("") +
-      "$",
-  )
 
 const appDurations = (name: string) =>
   Config.string(name).pipe(

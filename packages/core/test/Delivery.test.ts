@@ -25,7 +25,7 @@ import {
   TestClock,
 } from "effect"
 import { deliverPending } from "../src/Delivery.ts"
-import { payload } from "../src/DiscordMessage.ts"
+import { footerKeys, payload } from "../src/DiscordMessage.ts"
 import { EventStore } from "../src/EventStore.ts"
 import * as Metrics from "../src/Metrics.ts"
 import { runPass } from "../src/Monitor.ts"
@@ -132,28 +132,17 @@ const captureLogs = () => {
   return { lines, capture }
 }
 
-/** Stores `count` undelivered events of one machine, a millisecond apart. */
+/**
+ * Stores `count` undelivered events a millisecond apart, each of its own
+ * machine (several events of one machine would share an embed).
+ */
 const addEvents = (count: number, prefix = "ev") =>
   Effect.gen(function* () {
     const store = yield* EventStore
     const now = yield* Clock.currentTimeMillis
-    yield* store.saveMachine(
-      {
-        id: "m1",
-        app: "shop",
-        name: "web-1",
-        region: "ams",
-        size: "shared-cpu-1x",
-        state: "started",
-        lastEventKey: null,
-        lastEventAt: null,
-        guest: undefined,
-      },
-      now,
-    )
     const events = Array.from({ length: count }, (_, i) => ({
       key: `${prefix}-${String(i).padStart(3, "0")}`,
-      machineId: "m1",
+      machineId: `${prefix}-m${i}`,
       app: "shop",
       type: i % 2 === 0 ? "start" : "stop",
       status: i % 2 === 0 ? "started" : "stopped",
@@ -161,6 +150,21 @@ const addEvents = (count: number, prefix = "ev") =>
       timestamp: now - count + i,
       exit: undefined,
     }))
+    for (const event of events)
+      yield* store.saveMachine(
+        {
+          id: event.machineId,
+          app: "shop",
+          name: "web-1",
+          region: "ams",
+          size: "shared-cpu-1x",
+          state: "started",
+          lastEventKey: null,
+          lastEventAt: null,
+          guest: undefined,
+        },
+        now,
+      )
     yield* store.insertEvents(events, { now, baseline: false })
     return events.map((event) => event.key)
   })
@@ -642,7 +646,7 @@ describe("rejected messages", () => {
           {
             title: "web\\-1 stopped",
             color: 0x95a5a6,
-            fields: [{ name: "Machine", value: "web\\-1 `m1`" }],
+            fields: [{ name: "Machine", value: "web\\-1 `ev-m1`" }],
             footer: { text: "event ev-001" },
           },
         ])
@@ -650,11 +654,11 @@ describe("rejected messages", () => {
         assert.deepStrictEqual(
           logs.lines.filter((line) => !line.startsWith("INFO")),
           [
-            `WARN Discord rejected a message of 3 alerts; sending each alone error=${reason}`,
+            `WARN Discord rejected a message of 3 embeds; sending each alone route=default error=${reason}`,
             "WARN Discord rejected an alert; sending it once more, shrunk to " +
-              `its title, machine and key key=ev-001 error=${reason}`,
+              `its title, machine and key key=ev-001 route=default error=${reason}`,
             "ERROR Discord rejected an alert even in its minimal form: it is " +
-              `given up and recorded as undeliverable key=ev-001 error=${reason}`,
+              `given up and recorded as undeliverable key=ev-001 route=default error=${reason}`,
           ],
         )
       }),
@@ -771,6 +775,8 @@ describe("a Discord outage", () => {
           FLY_API_BASE_URL: fly.url,
           MAX_ALERT_AGE: "30m",
           MAX_RUNTIME: "90d",
+          // 24 events of one app in the hour: all of them are wanted here.
+          APP_ALERT_LIMIT: "off",
         })
         const quick = { ...patient, discord: Schedule.recurs(2) }
         const announced: Array<{ id: string; timestamp: number }> = []
@@ -807,18 +813,23 @@ describe("a Discord outage", () => {
           "65 sent 12",
           "70 sent 0",
         ])
-        // The greeting, three tries per failed pass, then three messages.
+        // The greeting, three tries per failed pass, then the summary and
+        // one message: the machine's 12 events in two embeds (10 + 2).
         assert.deepStrictEqual(
           discord.requests.map((r) => r.status),
-          [200, ...Array(36).fill(503), 200, 200, 200],
+          [200, ...Array(36).fill(503), 200, 200],
         )
         // Seen before minute 35: older than MAX_ALERT_AGE at minute 65.
         const collapsed = announced.slice(0, 12)
         const posted = announced.slice(12)
         const [, summary, ...alerts] = discord.messages
         assert.deepStrictEqual(
-          alerts.flatMap((m) => m.embeds!.map((e) => e.footer.text)),
-          posted.map((event) => `event ${event.id}`),
+          alerts.map((m) => m.embeds!.map((e) => footerKeys(e.footer.text))),
+          [
+            [posted.slice(0, 10), posted.slice(10)].map((events) =>
+              events.map((event) => event.id),
+            ),
+          ],
         )
         assert.deepStrictEqual(
           settled.map((row) => [row.key, row.delivery_error]),

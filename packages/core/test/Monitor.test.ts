@@ -3,6 +3,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { FakeDiscord } from "@flymon/testkit/FakeDiscord"
 import type { FakeEvent, FakeFly } from "@flymon/testkit/FakeFly"
 import { Effect } from "effect"
+import { footerKeys } from "../src/DiscordMessage.ts"
 import { runPass, selectApps } from "../src/Monitor.ts"
 import { envFor, fakes, layerMonitor } from "./support.ts"
 
@@ -38,9 +39,12 @@ const seedOrg = (fly: FakeFly) => {
   fly.exit("m3", { exitCode: 0 })
 }
 
+/** `event <key>` per event announced, whether alone or grouped by machine. */
 const footers = (discord: FakeDiscord) =>
   discord.messages.flatMap((m) =>
-    (m.embeds ?? []).map((e: { footer: { text: string } }) => e.footer.text),
+    (m.embeds ?? []).flatMap((e: { footer: { text: string } }) =>
+      footerKeys(e.footer.text).map((key) => `event ${key}`),
+    ),
   )
 
 const keysOf = (...ids: ReadonlyArray<string | undefined>) =>

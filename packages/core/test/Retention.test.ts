@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { Effect, TestClock } from "effect"
+import { footerKeys } from "../src/DiscordMessage.ts"
 import { runPass } from "../src/Monitor.ts"
 import { envFor, fakesAt, layerMonitor } from "./support.ts"
 
@@ -73,10 +74,9 @@ describe("retention", () => {
         }).pipe(Effect.provide(layer))
 
         const posted = discord.messages.flatMap((m) =>
-          (m.embeds ?? [])
-            .map((e: { footer: { text: string } }) => e.footer.text)
-            .filter((text: string) => text.startsWith("event "))
-            .map((text: string) => text.slice("event ".length)),
+          (m.embeds ?? []).flatMap((e: { footer: { text: string } }) =>
+            footerKeys(e.footer.text),
+          ),
         )
         // Every event once: none lost while Discord was down, none repeated
         // after its row was deleted.
