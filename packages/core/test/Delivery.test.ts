@@ -1,13 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
-import {
-  type DiscordMessage,
-  FakeDiscord,
-  type FakeDiscordOptions,
-} from "@flymon/testkit/FakeDiscord"
+import { type DiscordMessage, FakeDiscord } from "@flymon/testkit/FakeDiscord"
 import { FakeFly } from "@flymon/testkit/FakeFly"
 import {
-  Chunk,
   Clock,
   ConfigProvider,
   Duration,
@@ -18,7 +13,6 @@ import {
   Logger,
   LogLevel,
   Metric,
-  Option,
   Random,
   Redacted,
   Schedule,
@@ -32,6 +26,7 @@ import { runPass } from "../src/Monitor.ts"
 import { DiscordError, Notifier } from "../src/Notifier.ts"
 import type { RetryPolicyShape } from "../src/RetryPolicy.ts"
 import { CoreSettings, describeConfigError } from "../src/Settings.ts"
+import { simulate, startDiscord, untilWaiting } from "./simulate.ts"
 import { FLY_TOKEN, layerMonitor, ORG } from "./support.ts"
 
 // Discord delivery on simulated time: the TestClock drives the monitor, and
@@ -57,52 +52,6 @@ const brief: RetryPolicyShape = {
   discord: Schedule.recurs(2),
   longestRateLimitWait: Duration.seconds(5),
 }
-
-/** Sleeps further out than this are request timeouts, never waited for. */
-const HORIZON = 12 * 60 * MINUTE
-
-/**
- * Runs `effect` on the TestClock: whenever it waits on the clock alone, the
- * clock jumps to the next wake-up. HTTP to the fakes runs in real time.
- */
-const simulate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const fiber = yield* Effect.fork(effect)
-    while (true) {
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 1)))
-      const exit = yield* Fiber.poll(fiber)
-      if (Option.isSome(exit)) return yield* exit.value
-      const now = yield* Clock.currentTimeMillis
-      const next = Chunk.toReadonlyArray(yield* TestClock.sleeps()).filter(
-        (at) => at > now && at - now < HORIZON,
-      )
-      if (next.length > 0) yield* TestClock.setTime(Math.min(...next))
-    }
-  })
-
-/** Waits (in real time) until some fiber sleeps on the TestClock. */
-const untilWaiting = Effect.gen(function* () {
-  while (true) {
-    yield* Effect.promise(() => new Promise((r) => setTimeout(r, 1)))
-    const now = yield* Clock.currentTimeMillis
-    const sleeps = Chunk.toReadonlyArray(yield* TestClock.sleeps())
-    if (sleeps.some((at) => at > now && at - now < HORIZON)) return
-  }
-})
-
-const startDiscord = (options: Omit<FakeDiscordOptions, "now"> = {}) =>
-  Effect.gen(function* () {
-    const clock = yield* Effect.clock
-    return yield* Effect.acquireRelease(
-      Effect.promise(() =>
-        FakeDiscord.start({
-          ...options,
-          now: () => clock.unsafeCurrentTimeMillis(),
-        }),
-      ),
-      (discord) => Effect.promise(() => discord.stop()),
-    )
-  })
 
 const envFor = (discord: FakeDiscord, extra: Record<string, string> = {}) => ({
   FLY_API_TOKEN: FLY_TOKEN,

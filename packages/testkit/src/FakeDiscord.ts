@@ -61,6 +61,7 @@ export class FakeDiscord {
     response: FakeDiscordResponse
   }> = []
   private readonly open = new Set<FakeDiscordRequest>()
+  private readonly deleted = new Set<string>()
   private readonly buckets = new Map<string, { start: number; used: number }>()
   private readonly onMessage: ((m: DiscordMessage) => void) | undefined
   private readonly enforceRateLimit: boolean
@@ -94,6 +95,11 @@ export class FakeDiscord {
 
   webhookUrl(id?: string, token?: string): string {
     return `${this.url}/api/webhooks/${id ?? "1234567890"}/${token ?? "fake-webhook-token"}`
+  }
+
+  /** From now on the webhook `id` answers 404 Unknown Webhook, as Discord does. */
+  deleteWebhook(id: string): void {
+    this.deleted.add(id)
   }
 
   respondNext(response: FakeDiscordResponse): void {
@@ -170,6 +176,9 @@ export class FakeDiscord {
     if (req.method !== "POST") {
       return send(405, { message: "405: Method Not Allowed", code: 0 }, {})
     }
+
+    if (this.deleted.has(route[1]!))
+      return send(404, { message: "Unknown Webhook", code: 10015 }, {})
 
     const scripted = this.scripted[0]
     if (scripted !== undefined) {
