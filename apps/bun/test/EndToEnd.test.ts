@@ -1,3 +1,4 @@
+import { footerKeys } from "@flymon/core/DiscordMessage"
 import { FakeDiscord } from "@flymon/testkit/FakeDiscord"
 import { FakeFly, type FakeEvent } from "@flymon/testkit/FakeFly"
 import {
@@ -57,13 +58,11 @@ const footers = () =>
   )
 
 /** Keys of the Fly events announced, in the order they were posted. */
-const postedKeys = () =>
-  footers()
-    .filter((text) => text.startsWith("event "))
-    .map((text) => text.slice("event ".length))
+const postedKeys = () => footers().flatMap(footerKeys)
 
 /** Cost notices (runaway machines and the like), by their once-only key. */
-const noticeKeys = () => footers().filter((text) => !text.startsWith("event "))
+const noticeKeys = () =>
+  footers().filter((text) => footerKeys(text).length === 0)
 
 const latestStart = (machineId: string) =>
   fly.history(machineId).find((event) => event.type === "start")!.timestamp
