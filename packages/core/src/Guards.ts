@@ -12,6 +12,7 @@ import {
 } from "./Notices.ts"
 import { estimate, type PriceTable } from "./Pricing.ts"
 import { CostSettings, maxRuntimeFor } from "./Settings.ts"
+import { silencedByApp } from "./Silences.ts"
 
 // The cost guards run after each poll, on what the store knows: machines
 // running too long, the monthly budget, the daily digest and, when asked
@@ -357,21 +358,29 @@ const digest = (now: number, machines: ReadonlyMap<string, MachineRecord>) =>
         hourly: priceOf(settings.prices, machine).idleHourly,
       }))
       .sort((a, b) => b.sinceMs - a.sinceMs)
+    const day = isoDate(
+      yesterday.getUTCFullYear(),
+      yesterday.getUTCMonth() + 1,
+      yesterday.getUTCDate(),
+    )
+    // Silenced since the previous digest, or since the day it covers began.
+    const previous = yield* store.getMeta(`digest ${day}`)
+    const silenced = yield* silencedByApp(
+      previous === undefined ? yesterdayStart : Number(previous),
+      now,
+    )
     const added = yield* store.addNotice({
       key,
       kind: "digest",
       createdAt: now,
       silent: true,
       embed: digestEmbed({
-        day: isoDate(
-          yesterday.getUTCFullYear(),
-          yesterday.getUTCMonth() + 1,
-          yesterday.getUTCDate(),
-        ),
+        day,
         timeZone: zone,
         apps: [...apps.values()],
         running,
         forgotten,
+        silenced,
         key,
       }),
     })

@@ -15,6 +15,7 @@ import { planRuns } from "./Runs.ts"
 import { deliverPending } from "./Delivery.ts"
 import { Notifier } from "./Notifier.ts"
 import { MonitorSettings } from "./Settings.ts"
+import { triageSilences } from "./Silences.ts"
 
 export { CLAIM_MS } from "./Delivery.ts"
 
@@ -441,6 +442,7 @@ export const runPassWith = (options: PassOptions) =>
 
     yield* dailyCleanup
     yield* runGuards
+    yield* triageSilences
     const delivered = yield* Effect.either(deliverPending)
     const summary: PassSummary = {
       apps: allApps.length,

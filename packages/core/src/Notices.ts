@@ -190,12 +190,19 @@ const listWithin = (lines: ReadonlyArray<string>, max: number) => {
   return kept.length === 0 ? "none" : kept.join("\n")
 }
 
+/** Alerts about an app that silences settled since the previous digest. */
+export interface DigestSilenced {
+  readonly app: string
+  readonly events: number
+}
+
 export const digestEmbed = (options: {
   readonly day: string
   readonly timeZone: string
   readonly apps: ReadonlyArray<DigestApp>
   readonly running: ReadonlyArray<DigestMachine>
   readonly forgotten: ReadonlyArray<DigestMachine>
+  readonly silenced?: ReadonlyArray<DigestSilenced>
   readonly key: string
 }): Embed => {
   const totalYesterday = options.apps.reduce((s, a) => s + a.costYesterday, 0)
@@ -218,6 +225,10 @@ export const digestEmbed = (options: {
       `${who(m.machine)} (${escapeMarkdown(m.machine.app)}) stopped for ` +
       `${humanDuration(m.sinceMs)}, rootfs still billed`,
   )
+  const silenced = (options.silenced ?? []).map(
+    (s) =>
+      `${escapeMarkdown(s.app)}: ${s.events} ${s.events === 1 ? "event" : "events"}`,
+  )
   return {
     title: `Daily Fly cost digest for ${options.day} (${options.timeZone})`,
     color: Colors.info,
@@ -233,6 +244,14 @@ export const digestEmbed = (options: {
         name: "Stopped for more than 30 days",
         value: listWithin(forgotten, Limits.fieldValue),
       },
+      ...(silenced.length === 0
+        ? []
+        : [
+            {
+              name: "Silenced since the previous digest",
+              value: listWithin(silenced, Limits.fieldValue),
+            },
+          ]),
     ],
     footer: { text: options.key },
   }

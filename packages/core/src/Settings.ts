@@ -1,6 +1,7 @@
 import { Config, ConfigError, Duration, Either, Option, Redacted } from "effect"
 import { globToRegExp } from "./Glob.ts"
 import { FLY_PRICES, withOverride } from "./Pricing.ts"
+import { SilenceSettings } from "./Silences.ts"
 import {
   type DiscordRoute,
   isHttpUrl,
@@ -308,6 +309,7 @@ export const CoreSettings = Config.all([
   RetentionSettings,
   OutageSettings,
   DeliverySettings,
+  Config.suspend(() => SilenceSettings),
 ])
 
 /**
