@@ -85,6 +85,17 @@ const safeDecode = (segment: string) => {
   }
 }
 
+/**
+ * One org (`token` and `org`), several (`orgs`: slug → token), or both.
+ * Each org's apps answer only to that org's token.
+ */
+export interface FakeFlyOptions {
+  readonly token?: string
+  readonly org?: string
+  readonly orgs?: Readonly<Record<string, string>>
+  readonly now?: () => number
+}
+
 export class FakeFly {
   readonly url: string
   readonly requests: FakeFlyRequest[] = []
@@ -97,34 +108,58 @@ export class FakeFly {
   private readonly apps = new Map<string, App>()
   private readonly machines = new Map<string, Machine>()
   private readonly faults: Fault[] = []
-  private readonly authorization: string
-  private readonly org: string
+  /** Org slug → the Authorization header its token makes. */
+  private readonly authorizations = new Map<string, string>()
+  /** App name → its org. */
+  private readonly appOrgs = new Map<string, string>()
+  /** Where `addApp` puts an app when no org is named. */
+  private readonly defaultOrg: string
 
   private constructor(
     private readonly server: LocalServer,
-    options: { token: string; org: string; now?: () => number },
+    options: FakeFlyOptions,
   ) {
     this.url = server.url
-    this.authorization = expectedFlyAuthorization(options.token)
-    this.org = options.org
+    if (options.org !== undefined && options.token !== undefined)
+      this.authorizations.set(
+        options.org,
+        expectedFlyAuthorization(options.token),
+      )
+    for (const [org, token] of Object.entries(options.orgs ?? {}))
+      this.authorizations.set(org, expectedFlyAuthorization(token))
+    const first = [...this.authorizations.keys()][0]
+    if (first === undefined)
+      throw new Error("FakeFly: give `token` and `org`, or `orgs`")
+    this.defaultOrg = first
     this.now = options.now ?? Date.now
   }
 
-  static async start(options: {
-    token: string
-    org: string
-    now?: () => number
-  }): Promise<FakeFly> {
+  static async start(options: FakeFlyOptions): Promise<FakeFly> {
     let fly: FakeFly | undefined
     const server = await listenLocal((req, res) => fly?.handle(req, res))
-    fly = new FakeFly(server, options)
+    try {
+      fly = new FakeFly(server, options)
+    } catch (error) {
+      await server.close()
+      throw error
+    }
     return fly
   }
 
-  addApp(name: string): void {
+  /** Adds an app to `options.org`, or to the first org. */
+  addApp(name: string, options: { org?: string } = {}): void {
     if (this.apps.has(name)) throw new Error(`FakeFly: app ${name} exists`)
+    const org = options.org ?? this.defaultOrg
+    if (!this.authorizations.has(org)) throw new Error(`FakeFly: no org ${org}`)
     const id = randomBytes(8).toString("hex")
     this.apps.set(name, { id, name, machines: [] })
+    this.appOrgs.set(name, org)
+  }
+
+  /** Replaces an org's token: the old one is rejected from now on. */
+  setToken(org: string, token: string): void {
+    if (!this.authorizations.has(org)) throw new Error(`FakeFly: no org ${org}`)
+    this.authorizations.set(org, expectedFlyAuthorization(token))
   }
 
   addMachine(
@@ -334,15 +369,27 @@ export class FakeFly {
         fault.headers,
       )
     }
-    if (record.authorization !== this.authorization) {
+    const known = [...this.authorizations.values()]
+    if (
+      record.authorization === undefined ||
+      !known.includes(record.authorization)
+    ) {
       return answer(401, errorBody("token rejected"))
     }
-    const { status, body } = this.route(method, url)
+    const { status, body } = this.route(method, url, record.authorization)
     answer(status, JSON.stringify(body))
   }
 
-  private route(method: string, url: URL): { status: number; body: unknown } {
+  private route(
+    method: string,
+    url: URL,
+    authorization: string,
+  ): { status: number; body: unknown } {
     const notFound = (error: string) => ({ status: 404, body: { error } })
+    // A token of one org is no key to another's apps.
+    const rejected = { status: 401, body: { error: "token rejected" } }
+    const allowed = (org: string | undefined) =>
+      org !== undefined && this.authorizations.get(org) === authorization
     const path = url.pathname
       .split("/")
       .filter((s) => s !== "")
@@ -355,16 +402,20 @@ export class FakeFly {
       path[3] === "machines" &&
       path[5] === "stop"
     ) {
+      if (this.apps.has(path[2] ?? "") && !allowed(this.appOrgs.get(path[2]!)))
+        return rejected
       return this.stopRequest(path[2] ?? "", path[4] ?? "")
     }
     if (method !== "GET" || path[0] !== "v1" || path[1] !== "apps") {
       return notFound("not found")
     }
     if (path.length === 2) {
-      if (url.searchParams.get("org_slug") !== this.org) {
+      const org = url.searchParams.get("org_slug") ?? ""
+      if (!this.authorizations.has(org)) {
         return notFound("organization not found")
       }
-      return { status: 200, body: this.listApps() }
+      if (!allowed(org)) return rejected
+      return { status: 200, body: this.listApps(org) }
     }
     if (path[3] !== "machines" || (path.length !== 4 && path.length !== 6)) {
       return notFound("not found")
@@ -372,6 +423,7 @@ export class FakeFly {
     if (path.length === 6 && path[5] !== "events") return notFound("not found")
     const app = this.apps.get(path[2] ?? "")
     if (app === undefined) return notFound("app not found")
+    if (!allowed(this.appOrgs.get(app.name))) return rejected
     if (path.length === 4) {
       const includeDeleted = parseBoolean(
         url.searchParams.get("include_deleted"),
@@ -414,15 +466,18 @@ export class FakeFly {
     return { status: 200, body: { ok: true } }
   }
 
-  private listApps() {
-    const apps = [...this.apps.values()].map((app) => ({
-      id: app.id,
-      name: app.name,
-      machine_count: app.machines.filter((m) => m.state !== "destroyed").length,
-      volume_count: 0,
-      network: "default",
-      organization: { name: this.org, slug: this.org },
-    }))
+  private listApps(org: string) {
+    const apps = [...this.apps.values()]
+      .filter((app) => this.appOrgs.get(app.name) === org)
+      .map((app) => ({
+        id: app.id,
+        name: app.name,
+        machine_count: app.machines.filter((m) => m.state !== "destroyed")
+          .length,
+        volume_count: 0,
+        network: "default",
+        organization: { name: org, slug: org },
+      }))
     return { total_apps: apps.length, apps }
   }
 }
