@@ -23,6 +23,28 @@ const RUNS = 10_000
 const SEED = 20261203
 const decodeMachine = Schema.decodeUnknownEither(Machine)
 
+/** Cases run back to back before the event loop gets a turn. */
+const CASES_PER_TURN = 100
+
+/**
+ * Asserts `property` over RUNS cases from SEED. Each property is an async
+ * one whose predicate hands the event loop a turn every CASES_PER_TURN
+ * cases: 10 000 cases in one synchronous stretch take long enough to starve
+ * the RPC between the vitest worker and its parent ("Timeout calling
+ * onTaskUpdate"). The cases are the ones the synchronous property draws
+ * from the same seed.
+ */
+const assertProperty = <Ts>(
+  property: (turn: () => Promise<void> | undefined) => fc.IAsyncProperty<Ts>,
+) => {
+  let cases = 0
+  const turn = () =>
+    ++cases % CASES_PER_TURN === 0
+      ? new Promise<void>((resolve) => setImmediate(resolve))
+      : undefined
+  return fc.assert(property(turn), { numRuns: RUNS, seed: SEED })
+}
+
 /** Text built to break escaping: mentions, markdown, odd Unicode. */
 const hostile = fc.string({
   unit: fc.constantFrom(
@@ -294,15 +316,15 @@ const withExitDetails = (raw: unknown): unknown => {
   return { ...raw, events }
 }
 
-const machinesProperty = (variant: Variant) => {
+const machinesProperty = async (variant: Variant) => {
   let decoded = 0
   let embeds = 0
-  fc.assert(
-    fc.property(
+  await assertProperty((turn) =>
+    fc.asyncProperty(
       flyPayloads(variant),
       variant.text,
       fc.option(fc.nat(), { nil: undefined }),
-      (raws, app, ranMs) => {
+      async (raws, app, ranMs) => {
         const pending = raws.flatMap((generated) => {
           // What arrives is JSON: no undefined, NaN or Infinity.
           const json: unknown = JSON.parse(JSON.stringify(generated) ?? "null")
@@ -316,9 +338,9 @@ const machinesProperty = (variant: Variant) => {
         embeds += built.length
         for (const message of pack(built))
           variant.check(payload({ embeds: message.map((i) => built[i]!) }))
+        await turn()
       },
     ),
-    { numRuns: RUNS, seed: SEED },
   )
   return { decoded, embeds }
 }
@@ -327,14 +349,14 @@ const watchingProperty = (
   org: fc.Arbitrary<string>,
   check: (body: DiscordPayload) => void,
 ) =>
-  fc.assert(
-    fc.property(
+  assertProperty((turn) =>
+    fc.asyncProperty(
       org,
       fc.nat(),
       fc.nat(),
       fc.nat(),
       fc.nat(),
-      (slug, apps, polled, machines, running) => {
+      async (slug, apps, polled, machines, running) => {
         check(
           watchingMessage({
             org: slug,
@@ -345,9 +367,9 @@ const watchingProperty = (
             monitored: [slug, "start"],
           }),
         )
+        await turn()
       },
     ),
-    { numRuns: RUNS, seed: SEED },
   )
 
 /** Org slugs as Fly allows them are short; the check still uses hostile text. */
@@ -364,8 +386,8 @@ describe("fuzz", () => {
     assert.isDefined(unescapedMention("`<@1>"))
   })
 
-  it(`${RUNS} Fly machine payloads, any id: no crash, within Discord's limits`, () => {
-    const { decoded, embeds } = machinesProperty({
+  it(`${RUNS} Fly machine payloads, any id: no crash, within Discord's limits`, async () => {
+    const { decoded, embeds } = await machinesProperty({
       id: fc.oneof(flyId, text),
       text: nonBlank,
       gpuKind: text,
@@ -378,8 +400,8 @@ describe("fuzz", () => {
     )
   })
 
-  it("a blank source or region: Discord accepts the alert", () => {
-    machinesProperty({
+  it("a blank source or region: Discord accepts the alert", async () => {
+    await machinesProperty({
       id: flyId,
       text,
       gpuKind: flyGpu,
@@ -389,8 +411,8 @@ describe("fuzz", () => {
     })
   })
 
-  it(`${RUNS} Fly machine payloads, Fly-shaped ids, regions, GPU kinds and exits: no mention`, () => {
-    machinesProperty({
+  it(`${RUNS} Fly machine payloads, Fly-shaped ids, regions, GPU kinds and exits: no mention`, async () => {
+    await machinesProperty({
       id: flyId,
       text,
       gpuKind: flyGpu,
@@ -400,8 +422,8 @@ describe("fuzz", () => {
     })
   })
 
-  it("an exit without exit details: no mention", () => {
-    machinesProperty({
+  it("an exit without exit details: no mention", async () => {
+    await machinesProperty({
       id: flyId,
       text,
       gpuKind: flyGpu,
@@ -411,8 +433,8 @@ describe("fuzz", () => {
     })
   })
 
-  it("any region or gpu_kind: no mention", () => {
-    machinesProperty({
+  it("any region or gpu_kind: no mention", async () => {
+    await machinesProperty({
       id: flyId,
       text,
       gpuKind: text,
@@ -422,8 +444,8 @@ describe("fuzz", () => {
     })
   })
 
-  it("a machine id of any length: no mention", () => {
-    machinesProperty({
+  it("a machine id of any length: no mention", async () => {
+    await machinesProperty({
       id: fc.oneof(flyId, text),
       text,
       gpuKind: flyGpu,
@@ -433,15 +455,15 @@ describe("fuzz", () => {
     })
   })
 
-  it(`${RUNS} "Now watching" messages, any org slug: within Discord's limits`, () => {
-    watchingProperty(text, checkLimits)
+  it(`${RUNS} "Now watching" messages, any org slug: within Discord's limits`, async () => {
+    await watchingProperty(text, checkLimits)
   })
 
-  it(`${RUNS} "Now watching" messages, slugs up to 100 chars: no mention`, () => {
-    watchingProperty(shortText, checkMentions)
+  it(`${RUNS} "Now watching" messages, slugs up to 100 chars: no mention`, async () => {
+    await watchingProperty(shortText, checkMentions)
   })
 
-  it('"Now watching" with a slug of any length: no mention', () => {
-    watchingProperty(text, checkMentions)
+  it('"Now watching" with a slug of any length: no mention', async () => {
+    await watchingProperty(text, checkMentions)
   })
 })
