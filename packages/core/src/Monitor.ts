@@ -16,6 +16,7 @@ import { deliverPending } from "./Delivery.ts"
 import { Notifier } from "./Notifier.ts"
 import { MonitorSettings } from "./Settings.ts"
 import { triageSilences } from "./Silences.ts"
+import { triageStorms } from "./Storms.ts"
 
 export { CLAIM_MS } from "./Delivery.ts"
 
@@ -443,6 +444,7 @@ export const runPassWith = (options: PassOptions) =>
     yield* dailyCleanup
     yield* runGuards
     yield* triageSilences
+    yield* triageStorms
     const delivered = yield* Effect.either(deliverPending)
     const summary: PassSummary = {
       apps: allApps.length,

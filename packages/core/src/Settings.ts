@@ -2,6 +2,7 @@ import { Config, ConfigError, Duration, Either, Option, Redacted } from "effect"
 import { globToRegExp } from "./Glob.ts"
 import { FLY_PRICES, withOverride } from "./Pricing.ts"
 import { SilenceSettings } from "./Silences.ts"
+import { StormSettings } from "./Storms.ts"
 import {
   type DiscordRoute,
   isHttpUrl,
@@ -310,6 +311,7 @@ export const CoreSettings = Config.all([
   OutageSettings,
   DeliverySettings,
   Config.suspend(() => SilenceSettings),
+  Config.suspend(() => StormSettings),
 ])
 
 /**
