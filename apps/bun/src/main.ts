@@ -32,16 +32,19 @@ import { layerDatabase } from "./Database.ts"
 import { initialHealth, serveMetrics } from "./MetricsServer.ts"
 import { patientRetry } from "./Policy.ts"
 import { BunSettings, LogFormat } from "./Settings.ts"
+import { SILENCE_USAGE, silenceCommand } from "./SilenceCommand.ts"
 import { renderStatus } from "./StatusTable.ts"
 
 const USAGE = `Usage: pnpm --filter bun start [--once] [--dry-run]
        pnpm --filter bun start status
+       pnpm --filter bun start silence add|list|rm ...
 
   --once      run one pass, then exit (0 on success, 1 if the pass failed)
   --dry-run   print the Discord messages instead of sending them
               (printed alerts count as delivered)
   status      print the running machines, their rate and the month's cost
               so far, from the database (no Fly or Discord request)
+${SILENCE_USAGE}
 
 Configuration comes from the environment, .env and .env.local; see README.md.`
 
@@ -73,7 +76,8 @@ const layerServices = (databasePath: string, dryRun: boolean) =>
     EventStore.Default,
     dryRun ? Notifier.DryRun : Notifier.Default,
   ).pipe(
-    Layer.provide(
+    // Merged: silences and storms query the database beside EventStore.
+    Layer.provideMerge(
       Layer.mergeAll(
         FetchHttpClient.layer,
         RetryPolicy.layer(patientRetry),
@@ -156,6 +160,10 @@ const printStatus = Effect.gen(function* () {
 })
 
 const program = Effect.gen(function* () {
+  if (process.argv[2] === "silence") {
+    const code = yield* silenceCommand(process.argv.slice(3))
+    return code === 0 ? undefined : yield* new ExitCode({ code })
+  }
   const flags = yield* parseArgs(process.argv.slice(2))
   yield* readPricesFile
   if (flags.status) return yield* printStatus

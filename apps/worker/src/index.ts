@@ -1,4 +1,5 @@
 import * as D1Client from "@effect/sql-d1/D1Client"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import { EventStore } from "@flymon/core/EventStore"
 import { Cause, Effect, Layer, Logger } from "effect"
 import { layerConfig, type Env } from "./Env.ts"
@@ -9,13 +10,14 @@ import { statusResponse } from "./Status.ts"
 
 export type { Env } from "./Env.ts"
 
+// Merged: silences and storms query D1 beside EventStore.
 const layerStore = (env: Env) =>
-  EventStore.Default.pipe(Layer.provide(D1Client.layer({ db: env.DB })))
+  EventStore.Default.pipe(Layer.provideMerge(D1Client.layer({ db: env.DB })))
 
 /** Runs `effect` with D1, JSON logs and `env` as config; never rejects. */
 const run = <A>(
   env: Env,
-  effect: Effect.Effect<A, never, EventStore>,
+  effect: Effect.Effect<A, never, EventStore | SqlClient.SqlClient>,
   orElse: () => A,
 ): Promise<A> =>
   effect.pipe(
