@@ -314,6 +314,12 @@ export const withRig = async <A>(fn: (rig: Rig) => Promise<A>): Promise<A> => {
 export const sleep = (ms: number) =>
   new Promise<void>((resolve) => setTimeout(resolve, ms))
 
+/**
+ * How long a row waits for something that takes a second or two: only a
+ * hang gets near it, so a slow or busy machine cannot fail a row.
+ */
+export const WATCHDOG_MS = 120_000
+
 /** Waits until `check` holds, polling every 25 ms, for at most `ms`. */
 export const waitFor = async (check: () => boolean, ms: number) => {
   const deadline = Date.now() + ms
@@ -355,15 +361,34 @@ export const discordProxy = async (
   options: { readonly delayMs?: number; readonly drops?: number },
 ) => {
   let dropped = 0
+  // Open client connections and requests not yet forwarded or given up:
+  // a killed client's last request can still be on its way to Discord.
+  let connections = 0
+  let forwarding = 0
   const server = http.createServer((req, res) => {
+    forwarding++
+    let settled = false
+    const settle = () => {
+      if (!settled) forwarding--
+      settled = true
+    }
     const chunks: Array<Buffer> = []
     req.on("data", (chunk: Buffer) => chunks.push(chunk))
+    // Cut off before its end: nothing reaches Discord.
+    req.on("close", () => {
+      if (!req.complete) settle()
+    })
     req.on("end", async () => {
-      const answer = await fetch(target + (req.url ?? "/"), {
-        method: req.method ?? "POST",
-        headers: { "content-type": req.headers["content-type"] ?? "" },
-        body: Buffer.concat(chunks),
-      })
+      let answer: Response
+      try {
+        answer = await fetch(target + (req.url ?? "/"), {
+          method: req.method ?? "POST",
+          headers: { "content-type": req.headers["content-type"] ?? "" },
+          body: Buffer.concat(chunks),
+        })
+      } finally {
+        settle()
+      }
       const body = await answer.text()
       await sleep(options.delayMs ?? 0)
       if (dropped < (options.drops ?? 0)) {
@@ -377,12 +402,31 @@ export const discordProxy = async (
       res.end(body)
     })
   })
+  server.on("connection", (socket) => {
+    connections++
+    socket.on("close", () => connections--)
+  })
   await new Promise<void>((resolve) =>
     server.listen(0, "127.0.0.1", () => resolve()),
   )
   const { port } = server.address() as AddressInfo
   return {
     url: `http://127.0.0.1:${port}`,
+    /**
+     * Resolves once no client is connected and every request it received
+     * has reached Discord or been given up: after its client died, what
+     * Discord holds is final.
+     */
+    quiet: async () => {
+      const quiet = await waitFor(
+        () => connections === 0 && forwarding === 0,
+        WATCHDOG_MS,
+      )
+      assert.isTrue(
+        quiet,
+        `proxy still busy: ${connections} connections, ${forwarding} requests`,
+      )
+    },
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections()
