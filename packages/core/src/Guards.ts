@@ -136,8 +136,13 @@ const runawayAndAutoStop = (
         continue
       const dryRun = autoStop === "dry-run"
       if (!dryRun) {
+        // With the token of the machine's own org.
         const stopped = yield* Effect.either(
-          fly.stopMachine(run.app, run.machineId),
+          fly
+            .forOrg(machine.org)
+            .pipe(
+              Effect.flatMap((org) => org.stopMachine(run.app, run.machineId)),
+            ),
         )
         if (stopped._tag === "Left") {
           const error = stopped.left

@@ -1,5 +1,5 @@
 import { Clock, Effect, Either } from "effect"
-import { watchingMessage } from "./DiscordMessage.ts"
+import { type DiscordPayload, watchingMessage } from "./DiscordMessage.ts"
 import {
   eventKey,
   exitDetailsOf,
@@ -8,8 +8,16 @@ import {
   type MachineEvent,
 } from "./Domain.ts"
 import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
-import { FlyEvents } from "./FlyEvents.ts"
+import { type FlyApiError, FlyEvents, type FlyOrg } from "./FlyEvents.ts"
 import { META_BASELINE, runGuards } from "./Guards.ts"
+import {
+  BACKFILL_RESERVE,
+  fairShares,
+  orgKey,
+  orgsPerPass,
+  selectApps,
+  unsuffixedOwner,
+} from "./OrgPlan.ts"
 import { dailyCleanup, retentionCutoff } from "./Retention.ts"
 import { planRuns } from "./Runs.ts"
 import { deliverPending } from "./Delivery.ts"
@@ -25,11 +33,17 @@ export const EMBEDDED_TAIL = 5
 /** Machine lists fetched at once; Fly limits each app, not the org. */
 export const APP_CONCURRENCY = 8
 
+// Each org keeps these under its own key (see orgKey in OrgPlan.ts).
 const META_WATCHING = "watching_sent_at"
 const META_APP_CURSOR = "app_cursor"
 const META_BASELINE_PENDING = "baseline_pending_apps"
+/** The next org to list when they take turns. */
+const META_ORG_CURSOR = "org_cursor"
 
 export interface PassSummary {
+  /** Orgs polled this pass, and those that could not be. */
+  readonly orgs: number
+  readonly failedOrgs: number
   readonly apps: number
   readonly appsPolled: number
   readonly machines: number
@@ -82,8 +96,10 @@ export const toNewEvent = (
   machine: Machine,
   event: MachineEvent,
   ranMs: number | undefined,
+  org?: string,
 ): NewEvent => ({
   ranMs,
+  ...(org === undefined ? {} : { org }),
   key: eventKey(machine.id, event),
   machineId: machine.id,
   app,
@@ -106,6 +122,7 @@ const sameGuest = (a: Guest | undefined, b: Guest | undefined) =>
 const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
   a !== undefined &&
   a.app === b.app &&
+  a.org === b.org &&
   a.name === b.name &&
   a.region === b.region &&
   a.size === b.size &&
@@ -184,6 +201,7 @@ const nextRecord = (
   machine: Machine,
   record: MachineRecord | undefined,
   events: ReadonlyArray<MachineEvent>,
+  org: string,
 ): MachineRecord => {
   const newest = newestOf(events)
   const advance =
@@ -194,6 +212,7 @@ const nextRecord = (
   return {
     id: machine.id,
     app,
+    org,
     name: machine.name,
     region: machine.region,
     size: machine.size,
@@ -225,36 +244,148 @@ export interface PassOptions {
   readonly flyRequestBudget?: number
 }
 
-/** Requests kept back from app listings for full event lists. */
-export const BACKFILL_RESERVE = 5
+export { BACKFILL_RESERVE, selectApps } from "./OrgPlan.ts"
 
-/**
- * The apps to poll this pass, in name order from `cursor` and wrapping
- * round, and the cursor for the next pass (undefined once all fit).
- */
-export const selectApps = (
-  names: ReadonlyArray<string>,
-  cursor: string | undefined,
-  count: number,
-): {
-  readonly apps: ReadonlyArray<string>
-  readonly next: string | undefined
-} => {
-  const sorted = [...names].sort()
-  if (count >= sorted.length) return { apps: sorted, next: undefined }
-  const found =
-    cursor === undefined ? 0 : sorted.findIndex((name) => name >= cursor)
-  const start = found === -1 ? 0 : found
-  const apps = Array.from(
-    { length: count },
-    (_, i) => sorted[(start + i) % sorted.length]!,
-  )
-  return { apps, next: sorted[(start + count) % sorted.length] }
+/** Where one org's listing of one app left the pass. */
+interface PollContext {
+  readonly org: FlyOrg
+  readonly monitored: ReadonlySet<string>
+  readonly known: ReadonlyMap<string, MachineRecord>
+  readonly openRuns: ReadonlyMap<string, number>
+  readonly cutoff: number
+  /** Fly requests left for full event lists; false once spent. */
+  readonly mayBackfill: Effect.Effect<boolean>
 }
 
 /**
- * One poll pass: list the org's machines, store billing-relevant events not
- * seen before, and deliver every alert not yet accepted by Discord.
+ * Stores what is new on one machine: its run changes, its billing-relevant
+ * events (announced, or only recorded on the app's first listing) and its
+ * record. Whether it was left for the next pass for want of requests.
+ */
+const pollMachine = (
+  context: PollContext,
+  app: string,
+  machine: Machine,
+  recordOnly: boolean,
+) =>
+  Effect.gen(function* () {
+    const store = yield* EventStore
+    const { org } = context
+    const now = yield* Clock.currentTimeMillis
+    const record = context.known.get(machine.id)
+    let events = machine.events
+    if (!recordOnly && tailMayBeTruncated(record, events)) {
+      // Left untouched, the machine is compared afresh next pass.
+      if (!(yield* context.mayBackfill))
+        return { deferred: true, newEvents: 0 } as const
+      const full = yield* org.listEvents(app, machine.id).pipe(
+        Effect.tapError((error) =>
+          Effect.logWarning(
+            "could not fetch the full event list; using the embedded tail",
+          ).pipe(
+            Effect.annotateLogs({
+              app,
+              machine: machine.id,
+              error: error.message,
+            }),
+          ),
+        ),
+        Effect.orElseSucceed((): ReadonlyArray<MachineEvent> => []),
+      )
+      events = mergeEvents(machine.id, events, full)
+    }
+    const fresh = events.filter((event) =>
+      isNewer(record, machine.id, event, context.cutoff),
+    )
+    const ranMs = yield* trackRuns({
+      machine,
+      app,
+      open: context.openRuns.get(machine.id),
+      // On the first pass history is not replayed: only what runs now.
+      fresh: recordOnly ? [] : fresh,
+      all: events,
+      now,
+    })
+    const relevant = fresh
+      .filter((event) => context.monitored.has(event.type))
+      .map((event) =>
+        toNewEvent(
+          app,
+          machine,
+          event,
+          ranMs.get(eventKey(machine.id, event)),
+          org.slug,
+        ),
+      )
+    const folded = foldedStops(relevant)
+    // The stop ended the run; its exit is what gets announced.
+    const announced = relevant
+      .filter((event) => !folded.has(event.key))
+      .map((event) => {
+        const stop = relevant.find(
+          (other) =>
+            folded.get(other.key) === event.key && other.ranMs !== undefined,
+        )
+        return stop === undefined || event.ranMs !== undefined
+          ? event
+          : {
+              ...event,
+              ranMs: stop.ranMs! + (event.timestamp - stop.timestamp),
+            }
+      })
+    let newEvents = 0
+    if (announced.length > 0) {
+      const inserted = yield* store.insertEvents(announced, {
+        now,
+        baseline: recordOnly,
+      })
+      if (!recordOnly) newEvents = inserted.length
+    }
+    if (folded.size > 0)
+      yield* store.insertEvents(
+        relevant.filter((event) => folded.has(event.key)),
+        { now, baseline: true },
+      )
+    // A run whose end is announced needs no separate "resolved" note:
+    // the stop or exit alert says how long it ran and what it cost.
+    for (const event of announced)
+      if (event.ranMs !== undefined && !recordOnly)
+        yield* store.updateRun(
+          {
+            machineId: machine.id,
+            startedAt: event.timestamp - event.ranMs,
+          },
+          { resolvedAt: now },
+        )
+    const next = nextRecord(app, machine, record, events, org.slug)
+    if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
+    return { deferred: false, newEvents } as const
+  })
+
+const isRejected = (error: FlyApiError) =>
+  error.reason === "Unauthorized" || error.reason === "Forbidden"
+
+/** One org's part of a pass. */
+interface OrgOutcome {
+  readonly slug: string
+  readonly apps: number
+  readonly appsPolled: number
+  readonly machines: number
+  readonly running: number
+  readonly skippedMachines: number
+  readonly deferredMachines: number
+  readonly failedApps: number
+  readonly newEvents: number
+  readonly baseline: boolean
+}
+
+/**
+ * One poll pass: list each org's machines, store billing-relevant events
+ * not seen before, and deliver every alert not yet accepted by Discord.
+ * An org that cannot be polled (token rejected, org unknown, Fly failing
+ * for it) does not hold up the others; the pass then fails with its error
+ * once the others' alerts are out. When no org could be polled, it fails
+ * at once, as there is nothing new to deliver.
  */
 export const runPassWith = (options: PassOptions) =>
   Effect.gen(function* () {
@@ -267,203 +398,262 @@ export const runPassWith = (options: PassOptions) =>
     const requestsBefore = yield* fly.requestsMade
     const budget = options.flyRequestBudget ?? Number.POSITIVE_INFINITY
     const flyRequests = Effect.map(fly.requestsMade, (n) => n - requestsBefore)
+    const several = fly.orgs.length > 1
 
-    const baseline = (yield* store.getMeta(META_BASELINE)) === undefined
+    const watchedBefore = (yield* store.getMeta(META_BASELINE)) !== undefined
     const cutoff = yield* retentionCutoff
     const known = yield* store.machines()
     const openRuns = new Map(
       (yield* store.openRuns()).map((run) => [run.machineId, run.startedAt]),
     )
-    const allApps = yield* fly.listApps()
-    // Apps the monitor has not yet polled since it started watching: their
-    // first listing is recorded, not announced. With a request budget the
-    // first pass reaches only some apps, and a failed listing reaches none.
-    const pendingText = yield* store.getMeta(META_BASELINE_PENDING)
-    const unbaselined = new Set<string>(
-      baseline
-        ? allApps.map((app) => app.name)
-        : pendingText === undefined
-          ? []
-          : (JSON.parse(pendingText) as Array<string>),
+
+    // More orgs than one budget can list take turns, like apps do.
+    const orgCursor = several
+      ? yield* store.getMeta(META_ORG_CURSOR)
+      : undefined
+    const orgTurn = selectApps(
+      fly.orgs.map((org) => org.slug),
+      orgCursor,
+      orgsPerPass(budget),
     )
-    const cursor = yield* store.getMeta(META_APP_CURSOR)
-    const selection = selectApps(
-      allApps.map((app) => app.name),
-      cursor,
-      Math.max(1, Math.floor(budget - 1 - BACKFILL_RESERVE)),
+    const orgs = fly.orgs.filter((org) => orgTurn.apps.includes(org.slug))
+
+    const failures: Array<{
+      readonly org: string
+      readonly error: FlyApiError
+    }> = []
+    const appLists = yield* Effect.forEach(
+      orgs,
+      (org) =>
+        org.listApps().pipe(
+          Effect.map((apps) => ({ org, apps })),
+          Effect.either,
+        ),
+      { concurrency: APP_CONCURRENCY },
+    )
+    const listed = appLists.flatMap((result, i) => {
+      if (Either.isRight(result)) return [result.right]
+      failures.push({ org: orgs[i]!.slug, error: result.left })
+      return []
+    })
+
+    const now0 = yield* Clock.currentTimeMillis
+    const owner = yield* unsuffixedOwner({
+      orgs: fly.orgs.map((org) => org.slug),
+      listed: listed.map(({ org, apps }) => ({
+        slug: org.slug,
+        apps: apps.map((app) => app.name),
+      })),
+      known,
+      now: now0,
+    })
+
+    // Per org: its first listing is recorded, not announced, and so is the
+    // first listing of each app it has not yet polled since it started
+    // watching (with a request budget the first pass reaches only some
+    // apps, and a failed listing reaches none).
+    const plans = yield* Effect.forEach(listed, ({ org, apps }) =>
+      Effect.gen(function* () {
+        const key = orgKey(org.slug, owner)
+        const baseline =
+          (yield* store.getMeta(key(META_BASELINE))) === undefined
+        const pendingText = yield* store.getMeta(key(META_BASELINE_PENDING))
+        const cursor = yield* store.getMeta(key(META_APP_CURSOR))
+        return { org, apps, key, baseline, pendingText, cursor }
+      }),
+    )
+    const shares = fairShares(
+      plans.map((plan) => plan.apps.length),
+      Math.max(1, Math.floor(budget - orgs.length - BACKFILL_RESERVE)),
+    )
+    const selections = plans.map((plan, i) =>
+      selectApps(
+        plan.apps.map((app) => app.name),
+        plan.cursor,
+        Math.max(1, shares[i]!),
+      ),
     )
     const listings = yield* Effect.forEach(
-      selection.apps,
-      (app) =>
-        fly.listMachines(app).pipe(
-          Effect.map((listing) => ({ app, ...listing })),
+      plans.flatMap((plan, i) =>
+        selections[i]!.apps.map((app) => ({ org: plan.org, app })),
+      ),
+      ({ org, app }) =>
+        org.listMachines(app).pipe(
+          Effect.map((listing) => ({ org: org.slug, app, ...listing })),
+          Effect.mapError((error) => ({ org: org.slug, app, error })),
           Effect.either,
         ),
       { concurrency: APP_CONCURRENCY },
     )
 
-    let machines = 0
-    let running = 0
-    let skippedMachines = 0
-    let deferredMachines = 0
-    let failedApps = 0
-    let newEvents = 0
-    for (const listing of listings) {
-      if (Either.isLeft(listing)) {
-        const error = listing.left
-        if (error.reason === "Unauthorized" || error.reason === "Forbidden")
-          return yield* Effect.fail(error)
-        failedApps++
-        yield* Effect.logWarning(
-          "skipping an app this pass: its machines could not be listed",
-        ).pipe(Effect.annotateLogs("error", error.message))
+    const outcomes: Array<OrgOutcome> = []
+    /** "Now watching org …", once per org. */
+    const greetings: Array<{
+      readonly key: string
+      readonly message: DiscordPayload
+    }> = []
+    for (const [i, plan] of plans.entries()) {
+      const { org, key } = plan
+      const mine = listings.filter((listing) =>
+        Either.isRight(listing)
+          ? listing.right.org === org.slug
+          : listing.left.org === org.slug,
+      )
+      // A token refused on any app stops the org for this pass: its
+      // other apps wait for the next one.
+      const rejected = mine.find(
+        (listing) => Either.isLeft(listing) && isRejected(listing.left.error),
+      )
+      if (rejected !== undefined && Either.isLeft(rejected)) {
+        failures.push({ org: org.slug, error: rejected.left.error })
         continue
       }
-      const { app } = listing.right
-      const recordOnly = unbaselined.delete(app)
-      skippedMachines += listing.right.skipped.length
-      for (const machine of listing.right.machines) {
-        const now = yield* Clock.currentTimeMillis
-        if (machine.state !== "destroyed") machines++
-        if (machine.state === "started") running++
-        const record = known.get(machine.id)
-        let events = machine.events
-        if (!recordOnly && tailMayBeTruncated(record, events)) {
-          if ((yield* flyRequests) >= budget) {
-            // Left untouched, the machine is compared afresh next pass.
-            deferredMachines++
-            continue
-          }
-          const full = yield* fly.listEvents(app, machine.id).pipe(
-            Effect.tapError((error) =>
-              Effect.logWarning(
-                "could not fetch the full event list; using the embedded tail",
-              ).pipe(
-                Effect.annotateLogs({
-                  app,
-                  machine: machine.id,
-                  error: error.message,
-                }),
-              ),
-            ),
-            Effect.orElseSucceed((): ReadonlyArray<MachineEvent> => []),
-          )
-          events = mergeEvents(machine.id, events, full)
-        }
-        const fresh = events.filter((event) =>
-          isNewer(record, machine.id, event, cutoff),
-        )
-        const ranMs = yield* trackRuns({
-          machine,
-          app,
-          open: openRuns.get(machine.id),
-          // On the first pass history is not replayed: only what runs now.
-          fresh: recordOnly ? [] : fresh,
-          all: events,
-          now,
-        })
-        const relevant = fresh
-          .filter((event) => monitored.has(event.type))
-          .map((event) =>
-            toNewEvent(
-              app,
-              machine,
-              event,
-              ranMs.get(eventKey(machine.id, event)),
-            ),
-          )
-        const folded = foldedStops(relevant)
-        // The stop ended the run; its exit is what gets announced.
-        const announced = relevant
-          .filter((event) => !folded.has(event.key))
-          .map((event) => {
-            const stop = relevant.find(
-              (other) =>
-                folded.get(other.key) === event.key &&
-                other.ranMs !== undefined,
-            )
-            return stop === undefined || event.ranMs !== undefined
-              ? event
-              : {
-                  ...event,
-                  ranMs: stop.ranMs! + (event.timestamp - stop.timestamp),
-                }
-          })
-        if (announced.length > 0) {
-          const inserted = yield* store.insertEvents(announced, {
-            now,
-            baseline: recordOnly,
-          })
-          if (!recordOnly) newEvents += inserted.length
-        }
-        if (folded.size > 0)
-          yield* store.insertEvents(
-            relevant.filter((event) => folded.has(event.key)),
-            { now, baseline: true },
-          )
-        // A run whose end is announced needs no separate "resolved" note:
-        // the stop or exit alert says how long it ran and what it cost.
-        for (const event of announced)
-          if (event.ranMs !== undefined && !recordOnly)
-            yield* store.updateRun(
-              {
-                machineId: machine.id,
-                startedAt: event.timestamp - event.ranMs,
-              },
-              { resolvedAt: now },
-            )
-        const next = nextRecord(app, machine, record, events)
-        if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
+      const unbaselined = new Set<string>(
+        plan.baseline
+          ? plan.apps.map((app) => app.name)
+          : plan.pendingText === undefined
+            ? []
+            : (JSON.parse(plan.pendingText) as Array<string>),
+      )
+      const context: PollContext = {
+        org,
+        monitored,
+        known,
+        openRuns,
+        cutoff,
+        mayBackfill: Effect.map(flyRequests, (n) => n < budget),
       }
+      let machines = 0
+      let running = 0
+      let skippedMachines = 0
+      let deferredMachines = 0
+      let failedApps = 0
+      let newEvents = 0
+      for (const listing of mine) {
+        if (Either.isLeft(listing)) {
+          failedApps++
+          yield* Effect.logWarning(
+            "skipping an app this pass: its machines could not be listed",
+          ).pipe(
+            Effect.annotateLogs({
+              ...(several ? { org: org.slug } : {}),
+              error: listing.left.error.message,
+            }),
+          )
+          continue
+        }
+        const { app } = listing.right
+        const recordOnly = unbaselined.delete(app)
+        skippedMachines += listing.right.skipped.length
+        for (const machine of listing.right.machines) {
+          if (machine.state !== "destroyed") machines++
+          if (machine.state === "started") running++
+          const polled = yield* pollMachine(context, app, machine, recordOnly)
+          if (polled.deferred) deferredMachines++
+          newEvents += polled.newEvents
+        }
+      }
+
+      const now = yield* Clock.currentTimeMillis
+      if (plan.baseline)
+        yield* store.setMeta(key(META_BASELINE), String(now), now)
+      const stillPending = JSON.stringify([...unbaselined].sort())
+      if (stillPending !== (plan.pendingText ?? "[]"))
+        yield* store.setMeta(key(META_BASELINE_PENDING), stillPending, now)
+      const selection = selections[i]!
+      if ((selection.next ?? "") !== (plan.cursor ?? ""))
+        yield* store.setMeta(key(META_APP_CURSOR), selection.next ?? "", now)
+      greetings.push({
+        key: key(META_WATCHING),
+        message: watchingMessage({
+          org: org.slug,
+          apps: plan.apps.length,
+          appsPolled: selection.apps.length - failedApps,
+          machines,
+          running,
+          monitored: monitoredEvents,
+        }),
+      })
+      outcomes.push({
+        slug: org.slug,
+        apps: plan.apps.length,
+        appsPolled: selection.apps.length,
+        machines,
+        running,
+        skippedMachines,
+        deferredMachines,
+        failedApps,
+        newEvents,
+        baseline: plan.baseline,
+      })
     }
 
-    const now = yield* Clock.currentTimeMillis
-    if (baseline) yield* store.setMeta(META_BASELINE, String(now), now)
-    const stillPending = JSON.stringify([...unbaselined].sort())
-    if (stillPending !== (pendingText ?? "[]"))
-      yield* store.setMeta(META_BASELINE_PENDING, stillPending, now)
-    if ((selection.next ?? "") !== (cursor ?? ""))
-      yield* store.setMeta(META_APP_CURSOR, selection.next ?? "", now)
-    // Claimed before sending, so two first passes at once send it once; a
-    // failed send gives the claim back for the next pass.
-    if (yield* store.claimMeta(META_WATCHING, String(now), now)) {
-      yield* notifier
-        .send(
-          watchingMessage({
-            org: fly.orgSlug,
-            apps: allApps.length,
-            appsPolled: selection.apps.length - failedApps,
-            machines,
-            running,
-            monitored: monitoredEvents,
+    // In the order the orgs are configured, so the pass fails the same
+    // way every time.
+    const order = fly.orgs.map((org) => org.slug)
+    failures.sort((a, b) => order.indexOf(a.org) - order.indexOf(b.org))
+    if (several)
+      for (const failure of failures)
+        yield* Effect.logWarning(
+          "could not poll an org this pass; the other orgs go on",
+        ).pipe(
+          Effect.annotateLogs({
+            org: failure.org,
+            error: failure.error.message,
           }),
         )
-        .pipe(Effect.tapError(() => store.deleteMeta(META_WATCHING)))
-    }
+    if (outcomes.length === 0 && failures.length > 0)
+      return yield* Effect.fail(failures[0]!.error)
+
+    const now = yield* Clock.currentTimeMillis
+    // When the monitor started watching, whatever the org: the digest
+    // covers only days from then on.
+    if (!watchedBefore && outcomes.length > 0)
+      yield* store.claimMeta(META_BASELINE, String(now), now)
+    if ((orgTurn.next ?? "") !== (orgCursor ?? "") && several)
+      yield* store.setMeta(META_ORG_CURSOR, orgTurn.next ?? "", now)
+    // Claimed before sending, so two first passes at once send it once; a
+    // failed send gives the claim back for the next pass.
+    for (const greeting of greetings)
+      if (yield* store.claimMeta(greeting.key, String(now), now))
+        yield* notifier
+          .send(greeting.message)
+          .pipe(Effect.tapError(() => store.deleteMeta(greeting.key)))
 
     yield* dailyCleanup
     yield* runGuards
     yield* triageSilences
     yield* triageStorms
     const delivered = yield* Effect.either(deliverPending)
+    const total = (field: keyof Omit<OrgOutcome, "slug" | "baseline">) =>
+      outcomes.reduce((sum, outcome) => sum + outcome[field], 0)
     const summary: PassSummary = {
-      apps: allApps.length,
-      appsPolled: selection.apps.length,
-      machines,
-      running,
-      skippedMachines,
-      deferredMachines,
-      failedApps,
-      newEvents,
+      orgs: outcomes.length,
+      failedOrgs: failures.length,
+      apps: total("apps"),
+      appsPolled: total("appsPolled"),
+      machines: total("machines"),
+      running: total("running"),
+      skippedMachines: total("skippedMachines"),
+      deferredMachines: total("deferredMachines"),
+      failedApps: total("failedApps"),
+      newEvents: total("newEvents"),
       alertsSent: Either.isRight(delivered) ? delivered.right : 0,
       flyRequests: yield* flyRequests,
-      baseline,
+      baseline: outcomes.some((outcome) => outcome.baseline),
       durationMs: (yield* Clock.currentTimeMillis) - startedAt,
     }
     yield* Effect.log(
-      Either.isRight(delivered) ? "pass done" : "pass done, delivery failed",
+      Either.isLeft(delivered)
+        ? "pass done, delivery failed"
+        : failures.length > 0
+          ? "pass done, an org could not be polled"
+          : "pass done",
     ).pipe(
       Effect.annotateLogs({
+        ...(several
+          ? { orgs: summary.orgs, failed_orgs: summary.failedOrgs }
+          : {}),
         apps: summary.apps,
         apps_polled: summary.appsPolled,
         machines: summary.machines,
@@ -478,6 +668,8 @@ export const runPassWith = (options: PassOptions) =>
         duration_ms: summary.durationMs,
       }),
     )
+    // An org's failure first: it is what stopped alerts from being seen.
+    if (failures.length > 0) return yield* Effect.fail(failures[0]!.error)
     if (Either.isLeft(delivered)) return yield* Effect.fail(delivered.left)
     return summary
   }).pipe(Effect.withSpan("Monitor.runPass"))

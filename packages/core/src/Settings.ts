@@ -1,5 +1,11 @@
 import { Config, ConfigError, Duration, Either, Option, Redacted } from "effect"
 import { globToRegExp } from "./Glob.ts"
+import {
+  CONTROL_CHARACTER,
+  type FlyOrgSettings,
+  hasControlCharacter,
+  parseFlyOrgs,
+} from "./FlyOrgs.ts"
 import { FLY_PRICES, withOverride } from "./Pricing.ts"
 import { SilenceSettings } from "./Silences.ts"
 import { StormSettings } from "./Storms.ts"
@@ -39,17 +45,70 @@ const httpUrl = (name: string, options: { readonly secret: boolean }) =>
     }),
   )
 
-export const FlySettings = Config.all({
-  token: Config.redacted(
-    Config.nonEmptyString("FLY_API_TOKEN").pipe(
-      Config.validate({
-        message:
-          "contains a line break or control character (value not shown: it is a secret)",
-        validation: (token) => !/[\u0000-\u001f\u007f]/.test(token.trim()),
-      }),
-    ),
+/** A variable that is set and not blank. */
+const presentVar = (name: string) =>
+  Config.option(Config.string(name)).pipe(
+    Config.map(Option.filter((text) => text.trim() !== "")),
+  )
+
+/**
+ * The orgs to watch: `FLY_ORGS` (slug → token), or the one org of
+ * `FLY_API_TOKEN` and `FLY_ORG_SLUG`. Never both: which would win is a
+ * guess, and a wrong guess watches the wrong org.
+ */
+const flyOrgs = Config.all({
+  orgs: presentVar("FLY_ORGS"),
+  token: presentVar("FLY_API_TOKEN"),
+  slug: presentVar("FLY_ORG_SLUG"),
+}).pipe(
+  Config.mapOrFail(
+    ({
+      orgs,
+      token,
+      slug,
+    }): Either.Either<ReadonlyArray<FlyOrgSettings>, ConfigError.ConfigError> => {
+      if (Option.isSome(orgs)) {
+        const alsoSet = [
+          ...(Option.isSome(token) ? ["FLY_API_TOKEN"] : []),
+          ...(Option.isSome(slug) ? ["FLY_ORG_SLUG"] : []),
+        ]
+        if (alsoSet.length > 0)
+          return Either.left(
+            ConfigError.InvalidData(
+              ["FLY_ORGS"],
+              `set either FLY_ORGS or FLY_API_TOKEN with FLY_ORG_SLUG, not both; ${alsoSet.join(" and ")} ${alsoSet.length > 1 ? "are" : "is"} set too`,
+            ),
+          )
+        return parseFlyOrgs(orgs.value).pipe(
+          Either.mapLeft((message) =>
+            ConfigError.InvalidData(["FLY_ORGS"], message),
+          ),
+        )
+      }
+      const problems = [
+        Option.isNone(token)
+          ? ConfigError.MissingData(["FLY_API_TOKEN"], "required")
+          : hasControlCharacter(token.value)
+            ? ConfigError.InvalidData(["FLY_API_TOKEN"], CONTROL_CHARACTER)
+            : undefined,
+        Option.isNone(slug)
+          ? ConfigError.MissingData(["FLY_ORG_SLUG"], "required")
+          : undefined,
+      ].filter((problem) => problem !== undefined)
+      if (problems.length > 0)
+        return Either.left(problems.reduce(ConfigError.And))
+      return Either.right([
+        {
+          slug: Option.getOrThrow(slug).trim(),
+          token: Redacted.make(Option.getOrThrow(token)),
+        },
+      ])
+    },
   ),
-  orgSlug: Config.nonEmptyString("FLY_ORG_SLUG"),
+)
+
+export const FlySettings = Config.all({
+  orgs: flyOrgs,
   baseUrl: httpUrl("FLY_API_BASE_URL", { secret: false }).pipe(
     Config.withDefault("https://api.machines.dev"),
   ),
