@@ -117,6 +117,8 @@ const runawayAndAutoStop = (
           kind: "runaway",
           createdAt: now,
           silent: false,
+          app: run.app,
+          org: machine.org,
           embed: runawayEmbed({
             machine,
             runningMs,
@@ -177,6 +179,8 @@ const runawayAndAutoStop = (
         kind: "auto-stop",
         createdAt: now,
         silent: false,
+        app: run.app,
+        org: machine.org,
         embed: autoStopEmbed({
           machine,
           runningMs,
@@ -198,6 +202,8 @@ const runawayAndAutoStop = (
         kind: "runaway",
         createdAt: now,
         silent: false,
+        app: run.app,
+        org: machine.org,
         embed: resolvedEmbed({
           machine,
           ranMs: run.stoppedAt - run.startedAt,

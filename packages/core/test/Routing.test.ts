@@ -19,6 +19,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { deliverPending } from "../src/Delivery.ts"
 import { footerKeys } from "../src/DiscordMessage.ts"
+import { runGuards } from "../src/Guards.ts"
 import { EventStore, type NewEvent } from "../src/EventStore.ts"
 import type { Notifier } from "../src/Notifier.ts"
 import type { RetryPolicy, RetryPolicyShape } from "../src/RetryPolicy.ts"
@@ -445,6 +446,27 @@ describe("delivery over routes", () => {
         ])
         assert.notInclude(lines.join("\n"), "web-team-token")
       }),
+  )
+})
+
+describe("notices about one app", () => {
+  it.scoped("a machine running too long is announced on its app's route", () =>
+    Effect.gen(function* () {
+      yield* TestClock.setTime(T0)
+      const discord = yield* startDiscord()
+      yield* Effect.gen(function* () {
+        const store = yield* EventStore
+        yield* addEvents([{ key: "e1", app: "web-shop", org: "acme" }])
+        yield* store.openRun("m-e1", "web-shop", T0 - 5 * 60 * MINUTE)
+        yield* runGuards
+        assert.strictEqual(yield* simulate(deliverPending), 2)
+      }).pipe(Effect.provide(layerMonitor(envFor(discord), patient)))
+      const key = `runaway m-e1 ${T0 - 5 * 60 * MINUTE} #0`
+      assert.deepStrictEqual(
+        ["100", "200", "300"].map((id) => postedTo(discord, id)),
+        [[["e1"], [key]], [], []],
+      )
+    }),
   )
 })
 
