@@ -28,9 +28,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS storms_open
 
 CREATE INDEX IF NOT EXISTS storms_ended ON storms (ended_at);
 
--- Each pass counts the recent start/exit events of every machine.
-CREATE INDEX IF NOT EXISTS events_time ON events (timestamp);
-
 -- Fixed windows of an app in which events past APP_ALERT_LIMIT were folded
 -- into limit:<app>:<window start>; noticed_at is set once the summary of
 -- the ended window is queued, so it is queued once.

@@ -21,15 +21,19 @@ const StormRow = Schema.Struct({
   reported: Schema.Number,
   updates: Schema.Number,
   last_notice_at: Schema.NullOr(Schema.Number),
+  /** Fly time of the storm's latest start/exit so far. */
+  last_event_at: Schema.Number,
 })
 export type StormRow = typeof StormRow.Type
 
-const BurstRow = Schema.Struct({
+const WaitingRow = Schema.Struct({
   machine_id: Schema.String,
   app: Schema.String,
   org: Schema.NullOr(Schema.String),
   first: Schema.Number,
 })
+
+const TimeRow = Schema.Struct({ timestamp: Schema.Number })
 
 const StatsRow = Schema.Struct({
   events: Schema.Number,
@@ -79,28 +83,39 @@ export const stormTable = Effect.gen(function* () {
   const notSilenced = sql`(folded_into IS NULL
     OR folded_into NOT LIKE ${`${SILENCE_FOLD}%`})`
 
-  /** Machines with `threshold` start/exit events after `since`. */
-  const bursts = (since: number, threshold: number) =>
-    read(
-      BurstRow,
-      "find restart storms",
-    )(sql`SELECT machine_id, MAX(app) AS app, MAX(org) AS org,
-        MIN(timestamp) AS first
-      FROM events
-      WHERE timestamp > ${since} AND type IN ('start', 'exit')
-        AND baseline = 0 AND ${notSilenced}
-      GROUP BY machine_id
-      HAVING COUNT(*) >= ${threshold}`)
+  /** Machines with undelivered start/exit events, and the oldest one. */
+  const waitingMachines = read(
+    WaitingRow,
+    "find undelivered events",
+  )(sql`SELECT machine_id, MAX(app) AS app, MAX(org) AS org,
+      MIN(timestamp) AS first
+    FROM events
+    WHERE notified_at IS NULL AND type IN ('start', 'exit') AND baseline = 0
+    GROUP BY machine_id`)
+
+  /** Fly times of the machine's start/exit events after `after`. */
+  const timesAfter = (machineId: string, after: number) =>
+    Effect.map(
+      read(
+        TimeRow,
+        "read start and exit times",
+      )(sql`SELECT timestamp FROM events
+        WHERE machine_id = ${machineId} AND timestamp > ${after}
+          AND type IN ('start', 'exit') AND baseline = 0 AND ${notSilenced}
+        ORDER BY timestamp`),
+      (rows) => rows.map((row) => row.timestamp),
+    )
 
   const open = read(
     StormRow,
     "read storms",
   )(sql`SELECT key, machine_id, app, org, started_at, detected_at,
-      announced, reported, updates, last_notice_at
+      announced, reported, updates, last_notice_at, last_event_at
     FROM storms WHERE ended_at IS NULL
     ORDER BY started_at, key`)
 
-  const stats = (storm: StormRow) =>
+  /** The storm's start/exit events from its first up to `until`. */
+  const stats = (storm: StormRow, until: number) =>
     Effect.gen(function* () {
       const [row] = yield* read(
         StatsRow,
@@ -111,7 +126,7 @@ export const stormTable = Effect.gen(function* () {
             AS ooms
         FROM events
         WHERE machine_id = ${storm.machine_id}
-          AND timestamp >= ${storm.started_at}
+          AND timestamp >= ${storm.started_at} AND timestamp <= ${until}
           AND type IN ('start', 'exit') AND baseline = 0
           AND ${notSilenced}`)
       const codes = yield* read(
@@ -119,14 +134,14 @@ export const stormTable = Effect.gen(function* () {
         "read storm exits",
       )(sql`SELECT exit_code, oom_killed FROM events
         WHERE machine_id = ${storm.machine_id}
-          AND timestamp >= ${storm.started_at}
+          AND timestamp >= ${storm.started_at} AND timestamp <= ${until}
           AND type = 'exit' AND baseline = 0 AND ${notSilenced}
         ORDER BY timestamp DESC, key DESC
         LIMIT ${LISTED_EXITS}`)
       return {
         events: row?.events ?? 0,
         // Only if retention removed them all: the storm is then long over.
-        last: row?.last ?? storm.started_at,
+        last: row?.last ?? until,
         exits: row?.exits ?? 0,
         ooms: row?.ooms ?? 0,
         codes: [...codes].reverse(),
@@ -164,6 +179,7 @@ export const stormTable = Effect.gen(function* () {
         org: storm.org,
         started_at: storm.startedAt,
         detected_at: storm.now,
+        last_event_at: storm.startedAt,
       })} ON CONFLICT DO NOTHING`,
     )
 
@@ -181,9 +197,16 @@ export const stormTable = Effect.gen(function* () {
         WHERE key = ${storm.key} AND updates = ${storm.updates}`,
     )
 
-  const ended = (key: string, lastEventAt: number, now: number) =>
+  /** Moves the storm's latest event on; an older one never wins. */
+  const extended = (key: string, lastEventAt: number) =>
+    write("extend storm")(
+      sql`UPDATE storms SET last_event_at = ${lastEventAt}
+        WHERE key = ${key} AND last_event_at < ${lastEventAt}`,
+    )
+
+  const ended = (key: string, now: number) =>
     write("end storm")(
-      sql`UPDATE storms SET ended_at = ${now}, last_event_at = ${lastEventAt}
+      sql`UPDATE storms SET ended_at = ${now}
         WHERE key = ${key} AND ended_at IS NULL`,
     )
 
@@ -195,13 +218,15 @@ export const stormTable = Effect.gen(function* () {
     )
 
   return {
-    bursts,
+    waitingMachines,
+    timesAfter,
     open,
     stats,
     waiting,
     insert,
     announced,
     updated,
+    extended,
     ended,
     removeEndedBefore,
   } as const

@@ -8,11 +8,11 @@ import {
   Option,
 } from "effect"
 import { type Embed, escapeMarkdown } from "./DiscordMessage.ts"
-import { EventStore } from "./EventStore.ts"
+import { EventStore, type MachineRecord } from "./EventStore.ts"
 import { estimate, usd } from "./Pricing.ts"
 import { CostSettings, durationVar, RetentionSettings } from "./Settings.ts"
 import { calmEmbed, stormEmbed, stormUpdateEmbed } from "./StormNotices.ts"
-import { stormTable } from "./StormTable.ts"
+import { type StormRow, stormTable } from "./StormTable.ts"
 
 // A machine that keeps starting and exiting would post an alert per event.
 // Once STORM_EVENTS of its start/exit events fall within STORM_WINDOW, it is
@@ -53,113 +53,176 @@ export const StormSettings = Config.suspend(() =>
 export type StormSettings = Config.Config.Success<typeof StormSettings>
 
 /**
- * Opens a storm for every machine newly past STORM_EVENTS, folds storm
- * events, and queues the first alert, the updates and the calm note. Each
- * notice key is deterministic, so two passes at once queue it once.
+ * Where a burst starts: for the earliest event at or after `from` with at
+ * least `threshold` events (itself included) less than `windowMs` before
+ * it, the first of those; undefined if there is none. `times` ascending.
+ */
+export const burstStart = (
+  times: ReadonlyArray<number>,
+  threshold: number,
+  windowMs: number,
+  from: number,
+): number | undefined => {
+  let first = 0
+  for (let last = 0; last < times.length; last++) {
+    while (times[last]! - times[first]! >= windowMs) first++
+    if (times[last]! >= from && last - first + 1 >= threshold)
+      return times[first]
+  }
+  return undefined
+}
+
+/**
+ * Where a storm stands: its latest event, each following the one before by
+ * less than `windowMs`, and whether it is over (a gap that long, or that
+ * long since its latest event). `newer` ascending, all after `tip`.
+ */
+export const stormTip = (
+  tip: number,
+  newer: ReadonlyArray<number>,
+  windowMs: number,
+  now: number,
+): { readonly tip: number; readonly over: boolean } => {
+  let latest = tip
+  for (const at of newer) {
+    if (at - latest >= windowMs) return { tip: latest, over: true }
+    latest = at
+  }
+  return { tip: latest, over: now - latest >= windowMs }
+}
+
+/**
+ * Folds storm events, and queues the first alert, the updates and the calm
+ * note of each open storm; then opens a storm for every machine whose
+ * undelivered events make one, and does the same for it. Each notice key is
+ * deterministic, so two passes at once queue it once.
  */
 export const triageStorms = Effect.gen(function* () {
   const settings = yield* StormSettings
   if (Option.isNone(settings.events)) return
+  const threshold = settings.events.value
   const table = yield* stormTable
   const store = yield* EventStore
+  const { prices } = yield* CostSettings
+  const { eventsRetention } = yield* RetentionSettings
   const now = yield* Clock.currentTimeMillis
   const windowMs = Duration.toMillis(settings.window)
   const updateMs = Duration.toMillis(settings.updateEvery)
+  let machines: ReadonlyMap<string, MachineRecord> | undefined
 
-  const stormy = new Set((yield* table.open).map((storm) => storm.machine_id))
-  for (const burst of yield* table.bursts(
-    now - windowMs,
-    settings.events.value,
-  ))
-    if (!stormy.has(burst.machine_id))
-      yield* table.insert({
-        key: `storm:${burst.machine_id}:${burst.first}`,
-        machineId: burst.machine_id,
-        app: burst.app,
-        org: burst.org,
-        startedAt: burst.first,
+  const advance = (storm: StormRow) =>
+    Effect.gen(function* () {
+      machines ??= yield* store.machines()
+      const machine = machines.get(storm.machine_id)
+      const { tip, over } = stormTip(
+        storm.last_event_at,
+        yield* table.timesAfter(storm.machine_id, storm.last_event_at),
+        windowMs,
         now,
-      })
-  const storms = yield* table.open
-  if (storms.length === 0) return
-
-  const { prices } = yield* CostSettings
-  const machines = yield* store.machines()
-  for (const storm of storms) {
-    const machine = machines.get(storm.machine_id)
-    const stats = yield* table.stats(storm)
-    const about = { storm, machine, stats }
-    // Over once STORM_WINDOW passed without a start or exit: what came
-    // until then is still the storm's.
-    const calm = now - stats.last >= windowMs
-    const folded = yield* store.fold(
-      yield* table.waiting(storm.machine_id, calm ? stats.last : undefined),
-      storm.key,
-      now,
-    )
-    const notice = (key: string, embed: Embed) =>
-      store.addNotice({
-        key,
-        kind: "storm",
-        createdAt: now,
-        silent: false,
-        embed,
-        app: storm.app,
-        org: storm.org ?? undefined,
-      })
-    let reported = storm.reported
-    if (storm.announced === 0) {
-      const price =
-        machine === undefined
-          ? undefined
-          : estimate(prices, machine.guest, machine.region, machine.size)
-      const hourly =
-        price === undefined
-          ? undefined
-          : `≈ ${usd(price.hourly)}/h while started` +
-            (price.caveat === undefined
-              ? ""
-              : ` (${escapeMarkdown(price.caveat)})`)
-      yield* notice(
-        storm.key,
-        stormEmbed({ ...about, hourly, windowMs, updateMs }),
       )
-      yield* table.announced(storm.key, stats.events, now)
-      reported = stats.events
-      yield* Effect.logWarning("restart storm").pipe(
+      if (tip > storm.last_event_at) yield* table.extended(storm.key, tip)
+      // What comes after a gap that ends the storm is not the storm's.
+      const folded = yield* store.fold(
+        yield* table.waiting(storm.machine_id, over ? tip : undefined),
+        storm.key,
+        now,
+      )
+      const notice = (key: string, embed: Embed) =>
+        store.addNotice({
+          key,
+          kind: "storm",
+          createdAt: now,
+          silent: false,
+          embed,
+          app: storm.app,
+          org: storm.org ?? undefined,
+        })
+      const stats = yield* table.stats(storm, tip)
+      const about = { storm, machine, stats }
+      let reported = storm.reported
+      if (storm.announced === 0) {
+        const price =
+          machine === undefined
+            ? undefined
+            : estimate(prices, machine.guest, machine.region, machine.size)
+        const hourly =
+          price === undefined
+            ? undefined
+            : `≈ ${usd(price.hourly)}/h while started` +
+              (price.caveat === undefined
+                ? ""
+                : ` (${escapeMarkdown(price.caveat)})`)
+        yield* notice(
+          storm.key,
+          stormEmbed({ ...about, hourly, windowMs, updateMs }),
+        )
+        yield* table.announced(storm.key, stats.events, now)
+        reported = stats.events
+        yield* Effect.logWarning("restart storm").pipe(
+          Effect.annotateLogs({
+            app: storm.app,
+            machine: storm.machine_id,
+            events: stats.events,
+            folded: folded.length,
+          }),
+        )
+      } else if (
+        !over &&
+        stats.events > storm.reported &&
+        now - (storm.last_notice_at ?? storm.detected_at) >= updateMs
+      ) {
+        const key = `${storm.key}:update:${storm.updates + 1}`
+        yield* notice(key, stormUpdateEmbed({ ...about, key, now }))
+        yield* table.updated(storm, stats.events, now)
+        reported = stats.events
+      }
+      if (!over) return
+      const key = `${storm.key}:calm`
+      yield* notice(
+        key,
+        calmEmbed({ ...about, storm: { ...storm, reported }, key, windowMs }),
+      )
+      yield* table.ended(storm.key, now)
+      yield* table.removeEndedBefore(now - Duration.toMillis(eventsRetention))
+      yield* Effect.log("restart storm over").pipe(
         Effect.annotateLogs({
           app: storm.app,
           machine: storm.machine_id,
           events: stats.events,
-          folded: folded.length,
+          lasted_ms: stats.last - storm.started_at,
         }),
       )
-    } else if (
-      !calm &&
-      stats.events > storm.reported &&
-      now - (storm.last_notice_at ?? storm.detected_at) >= updateMs
-    ) {
-      const key = `${storm.key}:update:${storm.updates + 1}`
-      yield* notice(key, stormUpdateEmbed({ ...about, key, now }))
-      yield* table.updated(storm, stats.events, now)
-      reported = stats.events
-    }
-    if (!calm) continue
-    const key = `${storm.key}:calm`
-    yield* notice(
+    })
+
+  const before = yield* table.open
+  for (const storm of before) yield* advance(storm)
+
+  // A new storm needs an undelivered event: one found late (the monitor
+  // or Discord was away) is still one storm, even if it is over by now.
+  const stormy = new Set((yield* table.open).map((storm) => storm.machine_id))
+  const opened = new Set<string>()
+  for (const waiting of yield* table.waitingMachines) {
+    if (stormy.has(waiting.machine_id)) continue
+    const first = burstStart(
+      yield* table.timesAfter(waiting.machine_id, waiting.first - windowMs),
+      threshold,
+      windowMs,
+      waiting.first,
+    )
+    if (first === undefined) continue
+    const key = `storm:${waiting.machine_id}:${first}`
+    yield* table.insert({
       key,
-      calmEmbed({ ...about, storm: { ...storm, reported }, key, windowMs }),
-    )
-    yield* table.ended(storm.key, stats.last, now)
-    yield* Effect.log("restart storm over").pipe(
-      Effect.annotateLogs({
-        app: storm.app,
-        machine: storm.machine_id,
-        events: stats.events,
-        lasted_ms: stats.last - storm.started_at,
-      }),
-    )
-    const { eventsRetention } = yield* RetentionSettings
-    yield* table.removeEndedBefore(now - Duration.toMillis(eventsRetention))
+      machineId: waiting.machine_id,
+      app: waiting.app,
+      org: waiting.org,
+      startedAt: first,
+      now,
+    })
+    opened.add(key)
   }
+  if (opened.size === 0) return
+  // As inserted, or as a pass running at the same time inserted it.
+  for (const storm of yield* table.open)
+    if (!before.some((old) => old.key === storm.key)) yield* advance(storm)
 }).pipe(Effect.withSpan("Storms.triage"))

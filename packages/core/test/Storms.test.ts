@@ -1,189 +1,36 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { FakeDiscord } from "@flymon/testkit/FakeDiscord"
-import { FakeDiscord as Discord } from "@flymon/testkit/FakeDiscord"
-import { type FakeEvent, FakeFly } from "@flymon/testkit/FakeFly"
+import type { FakeFly } from "@flymon/testkit/FakeFly"
 import {
-  Chunk,
-  Clock,
   ConfigProvider,
   Duration,
   Effect,
   Either,
-  Exit,
-  Fiber,
-  Layer,
   Option,
-  Schedule,
-  Scope,
   TestClock,
 } from "effect"
-import { mkdtempSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
-import { runPass } from "../src/Monitor.ts"
-import type { RetryPolicyShape } from "../src/RetryPolicy.ts"
 import { CoreSettings, describeConfigError } from "../src/Settings.ts"
-import { StormSettings } from "../src/Storms.ts"
+import { burstStart, StormSettings, stormTip } from "../src/Storms.ts"
+import { FLY_TOKEN, layerSqliteAt, ORG } from "./support.ts"
 import {
-  envFor,
-  FLY_TOKEN,
-  layerMonitor,
-  layerSqliteAt,
-  ORG,
-} from "./support.ts"
+  announcedKeys,
+  crashLoop,
+  type Emit,
+  embedsOf,
+  every,
+  fakes,
+  keysOf,
+  MINUTE,
+  SECOND,
+  startProcess,
+  tempDb,
+  timeline,
+} from "./Timeline.ts"
 
-// Restart storms on simulated time: the TestClock drives the monitor, the
-// fake Fly dates its events and the fake Discord its buckets by it.
+// Restart storms, pass by pass on simulated time (see Timeline.ts).
 
 const T0 = Date.UTC(2026, 11, 1, 9, 0)
-const SECOND = 1000
-const MINUTE = 60_000
-
-/** Patient, without backoff; request timeouts far beyond any test. */
-const policy: RetryPolicyShape = {
-  fly: Schedule.recurs(2),
-  discord: Schedule.recurs(2),
-  longestRateLimitWait: Duration.minutes(2),
-  requestTimeout: Duration.days(1),
-}
-const HORIZON = 12 * 60 * MINUTE
-
-/** Runs `effect`, moving the TestClock on whenever it only waits on it. */
-const simulate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const fiber = yield* Effect.fork(effect)
-    while (true) {
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 1)))
-      const exit = yield* Fiber.poll(fiber)
-      if (Option.isSome(exit)) return yield* exit.value
-      const now = yield* Clock.currentTimeMillis
-      const next = Chunk.toReadonlyArray(yield* TestClock.sleeps()).filter(
-        (at) => at > now && at - now < HORIZON,
-      )
-      if (next.length > 0) yield* TestClock.setTime(Math.min(...next))
-    }
-  })
-
-const at = (ms: number) =>
-  Effect.gen(function* () {
-    const now = yield* Clock.currentTimeMillis
-    if (ms < now)
-      return yield* Effect.dieMessage(`clock already at +${now - T0} ms`)
-    yield* TestClock.setTime(ms)
-  })
-
-const fakes = Effect.gen(function* () {
-  const clock = yield* Effect.clock
-  const now = () => clock.unsafeCurrentTimeMillis()
-  const fly = yield* Effect.acquireRelease(
-    Effect.promise(() => FakeFly.start({ token: FLY_TOKEN, org: ORG, now })),
-    (fly) => Effect.promise(() => fly.stop()),
-  )
-  const discord = yield* Effect.acquireRelease(
-    Effect.promise(() => Discord.start({ now })),
-    (discord) => Effect.promise(() => discord.stop()),
-  )
-  return { fly, discord }
-})
-
-const tempDb = () => join(mkdtempSync(join(tmpdir(), "flymon-storms-")), "m.db")
-
-/** One monitor process: services built once, on a database file. */
-const startProcess = (
-  fly: FakeFly,
-  discord: FakeDiscord,
-  file: string,
-  env: Record<string, string>,
-) =>
-  Effect.gen(function* () {
-    const all = { ...envFor(fly, discord), DIGEST_HOUR: "off", ...env }
-    const provider = ConfigProvider.fromMap(new Map(Object.entries(all)))
-    const scope = yield* Scope.make()
-    const context = yield* Layer.buildWithScope(
-      layerMonitor(all, policy, layerSqliteAt(file)),
-      scope,
-    )
-    return {
-      pass: simulate(
-        runPass.pipe(
-          Effect.provide(context),
-          Effect.withConfigProvider(provider),
-        ),
-      ),
-      stop: Scope.close(scope, Exit.void),
-    }
-  })
-
-interface Emit {
-  readonly at: number
-  readonly emit: () => FakeEvent
-}
-
-/** Emits each event at its time and runs `pass` at each poll time. */
-const timeline = (
-  emits: ReadonlyArray<Emit>,
-  polls: ReadonlyArray<number>,
-  pass: (at: number) => Effect.Effect<unknown, unknown>,
-) =>
-  Effect.gen(function* () {
-    const queue = [...emits].sort((a, b) => a.at - b.at)
-    const emitted: Array<FakeEvent> = []
-    for (const poll of polls) {
-      while (queue.length > 0 && queue[0]!.at <= poll) {
-        const next = queue.shift()!
-        yield* at(next.at)
-        emitted.push(next.emit())
-      }
-      yield* at(poll)
-      yield* pass(poll)
-    }
-    return emitted
-  })
-
-const every = (from: number, to: number, step: number) =>
-  Array.from(
-    { length: Math.floor((to - from) / step) + 1 },
-    (_, i) => from + i * step,
-  )
-
-/**
- * A crash loop from `from`: every 15 s an exit (code 1, every tenth one
- * out of memory) 3 s in, and a start 8 s in.
- */
-const crashLoop = (
-  fly: FakeFly,
-  machine: string,
-  from: number,
-  cycles: number,
-): ReadonlyArray<Emit> =>
-  Array.from({ length: cycles }, (_, k): ReadonlyArray<Emit> => [
-    {
-      at: from + k * 15 * SECOND + 3 * SECOND,
-      emit: () =>
-        fly.exit(machine, {
-          ...(k % 10 === 9 ? { oomKilled: true } : { exitCode: 1 }),
-          restarting: true,
-        }),
-    },
-    { at: from + k * 15 * SECOND + 8 * SECOND, emit: () => fly.start(machine) },
-  ]).flat()
-
-interface Embed {
-  readonly title: string
-  readonly fields: ReadonlyArray<{ name: string; value: string }>
-  readonly footer: { readonly text: string }
-}
-
-const embedsOf = (discord: FakeDiscord): ReadonlyArray<Embed> =>
-  discord.messages.flatMap((m) => (m.embeds ?? []) as Array<Embed>)
-
-/** Event keys named in footers (`event k`, or `events k1 k2` if grouped). */
-const announcedKeys = (discord: FakeDiscord) =>
-  embedsOf(discord).flatMap((embed) => {
-    const match = /^events? (.+)$/.exec(embed.footer.text)
-    return match === null ? [] : match[1]!.split(" ")
-  })
 
 const stormEmbeds = (discord: FakeDiscord) =>
   embedsOf(discord).filter((embed) => embed.footer.text.startsWith("storm:"))
@@ -209,9 +56,6 @@ const rows = (file: string) =>
     return { events, notices, storms }
   }).pipe(Effect.provide(layerSqliteAt(file)))
 
-const keysOf = (events: ReadonlyArray<FakeEvent>) =>
-  events.map((event) => event.id!)
-
 const setUp = (fly: FakeFly) => {
   fly.addApp("shop")
   fly.addMachine("shop", {
@@ -221,6 +65,43 @@ const setUp = (fly: FakeFly) => {
     guest: { cpu_kind: "shared", cpus: 1, memory_mb: 256 },
   })
 }
+
+describe("storm arithmetic", () => {
+  const m = MINUTE
+  it("a burst: the first of six events less than the window apart", () => {
+    const times = [0, 4 * m, 5 * m, 6 * m, 7 * m, 8 * m, 9 * m, 9.5 * m]
+    // At 8 min, six events since 0.
+    assert.strictEqual(burstStart(times, 6, 10 * m, 0), 0)
+    // Within 5 min only at 9.5 min: 5 min to 9.5 min.
+    assert.strictEqual(burstStart(times, 6, 5 * m, 0), 5 * m)
+    // Exactly the window apart is not within it.
+    const spread = [0, 1, 2, 3, 4, 10 * m]
+    assert.strictEqual(burstStart(spread, 6, 10 * m, 0), undefined)
+    // Only bursts reaching `from` count.
+    assert.strictEqual(burstStart(times, 6, 10 * m, 10 * m), undefined)
+    assert.strictEqual(burstStart(times, 9, 10 * m, 0), undefined)
+  })
+
+  it("the tip: on while events follow closer than the window", () => {
+    assert.deepStrictEqual(stormTip(0, [m, 5 * m], 10 * m, 6 * m), {
+      tip: 5 * m,
+      over: false,
+    })
+    assert.deepStrictEqual(stormTip(0, [m, 5 * m], 10 * m, 15 * m), {
+      tip: 5 * m,
+      over: true,
+    })
+    // A gap of the window ends it; what follows is not the storm's.
+    assert.deepStrictEqual(stormTip(0, [m, 11 * m, 12 * m], 10 * m, 12 * m), {
+      tip: m,
+      over: true,
+    })
+    assert.deepStrictEqual(stormTip(0, [], 10 * m, 9 * m), {
+      tip: 0,
+      over: false,
+    })
+  })
+})
 
 describe("restart storms", () => {
   it.scoped(
@@ -502,6 +383,62 @@ describe("restart storms", () => {
         ],
       )
     }),
+  )
+
+  it.scoped(
+    "a loop seen late, after the monitor was away, is one storm and at once its calm note",
+    () =>
+      Effect.gen(function* () {
+        yield* TestClock.setTime(T0)
+        const { fly, discord } = yield* fakes
+        setUp(fly)
+        const file = tempDb()
+        let monitor = yield* startProcess(fly, discord, file, {})
+        const emitted = yield* timeline(
+          crashLoop(fly, "m1", T0 + 5 * MINUTE, 20),
+          [T0, T0 + 40 * MINUTE, T0 + 45 * MINUTE],
+          (poll) =>
+            Effect.gen(function* () {
+              if (poll === T0 + 40 * MINUTE) {
+                yield* monitor.stop
+                monitor = yield* startProcess(fly, discord, file, {})
+              }
+              yield* monitor.pass
+            }),
+        )
+        yield* monitor.stop
+        const storm = `storm:m1:${T0 + 5 * MINUTE + 3 * SECOND}`
+        const stored = yield* rows(file)
+        assert.deepStrictEqual(
+          stored.events.map((row) => row.folded_into),
+          Array(40).fill(storm),
+        )
+        assert.strictEqual(emitted.length, 40)
+        assert.deepStrictEqual(announcedKeys(discord), [])
+        assert.deepStrictEqual(
+          stormEmbeds(discord).map((embed) => [embed.footer.text, embed.title]),
+          [
+            [storm, "web\\-1 is in a restart storm"],
+            [`${storm}:calm`, "web\\-1 has calmed down"],
+          ],
+        )
+        assert.deepStrictEqual(
+          stored.storms.map((row) => [
+            row.started_at,
+            row.last_event_at,
+            row.reported,
+            row.ended_at,
+          ]),
+          [
+            [
+              T0 + 5 * MINUTE + 3 * SECOND,
+              T0 + 5 * MINUTE + 293 * SECOND,
+              40,
+              T0 + 40 * MINUTE,
+            ],
+          ],
+        )
+      }),
   )
 
   it.scoped("a silenced machine's crash loop makes no storm", () =>
