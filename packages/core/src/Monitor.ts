@@ -1,15 +1,15 @@
 import { Clock, Effect, Either } from "effect"
 import { type DiscordPayload, watchingMessage } from "./DiscordMessage.ts"
+import { EventStore } from "./EventStore.ts"
+import type { App, Machine } from "./Domain.ts"
 import {
-  eventKey,
-  exitDetailsOf,
-  type Guest,
-  type Machine,
-  type MachineEvent,
-} from "./Domain.ts"
-import { EventStore, type MachineRecord, type NewEvent } from "./EventStore.ts"
-import { type FlyApiError, FlyEvents, type FlyOrg } from "./FlyEvents.ts"
+  type FlyApiError,
+  FlyEvents,
+  type FlyOrg,
+  type SkippedMachine,
+} from "./FlyEvents.ts"
 import { META_BASELINE, runGuards } from "./Guards.ts"
+import { pollMachine, type PollContext } from "./MachinePoll.ts"
 import {
   BACKFILL_RESERVE,
   fairShares,
@@ -19,7 +19,6 @@ import {
   unsuffixedOwner,
 } from "./OrgPlan.ts"
 import { dailyCleanup, retentionCutoff } from "./Retention.ts"
-import { planRuns } from "./Runs.ts"
 import { deliverPending } from "./Delivery.ts"
 import { Notifier } from "./Notifier.ts"
 import { MonitorSettings } from "./Settings.ts"
@@ -27,9 +26,13 @@ import { triageSilences } from "./Silences.ts"
 import { triageStorms } from "./Storms.ts"
 
 export { CLAIM_MS } from "./Delivery.ts"
+export {
+  EMBEDDED_TAIL,
+  foldedStops,
+  tailMayBeTruncated,
+  toNewEvent,
+} from "./MachinePoll.ts"
 
-/** Fly embeds only the newest few events in a machine listing. */
-export const EMBEDDED_TAIL = 5
 /** Machine lists fetched at once; Fly limits each app, not the org. */
 export const APP_CONCURRENCY = 8
 
@@ -60,181 +63,6 @@ export interface PassSummary {
   readonly durationMs: number
 }
 
-/**
- * True when events may have happened between what the store last saw and
- * the oldest event Fly still embeds: then the full list is worth a request.
- */
-export const tailMayBeTruncated = (
-  record: MachineRecord | undefined,
-  events: ReadonlyArray<MachineEvent>,
-): boolean => {
-  if (events.length === 0) return false
-  const oldest = Math.min(...events.map((event) => event.timestamp))
-  if (record === undefined || record.lastEventAt === null)
-    return events.length >= EMBEDDED_TAIL
-  return oldest > record.lastEventAt
-}
-
-const isNewer = (
-  record: MachineRecord | undefined,
-  machineId: string,
-  event: MachineEvent,
-  cutoff: number,
-) =>
-  // Past the retention an event is history, even for a machine the store
-  // no longer remembers (a long-destroyed machine Fly still lists).
-  event.timestamp >= cutoff &&
-  (record === undefined ||
-    record.lastEventAt === null ||
-    event.timestamp > record.lastEventAt ||
-    (event.timestamp === record.lastEventAt &&
-      eventKey(machineId, event) !== record.lastEventKey))
-
-/** What the pass stores of a billing-relevant Fly event. */
-export const toNewEvent = (
-  app: string,
-  machine: Machine,
-  event: MachineEvent,
-  ranMs: number | undefined,
-  org?: string,
-): NewEvent => ({
-  ranMs,
-  ...(org === undefined ? {} : { org }),
-  key: eventKey(machine.id, event),
-  machineId: machine.id,
-  app,
-  type: event.type,
-  status: event.status,
-  source: event.source,
-  timestamp: event.timestamp,
-  exit: event.type === "exit" ? exitDetailsOf(event.request) : undefined,
-})
-
-// Field by field: the store and Fly's payload list a guest's keys in a
-// different order, so comparing serialised objects would always differ.
-const sameGuest = (a: Guest | undefined, b: Guest | undefined) =>
-  a?.cpu_kind === b?.cpu_kind &&
-  a?.cpus === b?.cpus &&
-  a?.memory_mb === b?.memory_mb &&
-  a?.gpu_kind === b?.gpu_kind &&
-  a?.gpus === b?.gpus
-
-const sameRecord = (a: MachineRecord | undefined, b: MachineRecord) =>
-  a !== undefined &&
-  a.app === b.app &&
-  a.org === b.org &&
-  a.name === b.name &&
-  a.region === b.region &&
-  a.size === b.size &&
-  a.state === b.state &&
-  sameGuest(a.guest, b.guest) &&
-  a.lastEventKey === b.lastEventKey &&
-  a.lastEventAt === b.lastEventAt
-
-/** Applies the machine's run changes; how long each ended run lasted. */
-const trackRuns = (options: {
-  readonly machine: Machine
-  readonly app: string
-  readonly open: number | undefined
-  readonly fresh: ReadonlyArray<MachineEvent>
-  readonly all: ReadonlyArray<MachineEvent>
-  readonly now: number
-}) =>
-  Effect.gen(function* () {
-    const store = yield* EventStore
-    const ranMs = new Map<string, number>()
-    const changes = planRuns({
-      open: options.open,
-      fresh: options.fresh,
-      all: options.all,
-      state: options.machine.state,
-      now: options.now,
-      keyOf: (event) => eventKey(options.machine.id, event),
-    })
-    for (const change of changes) {
-      if (change._tag === "Open") {
-        yield* store.openRun(options.machine.id, options.app, change.at)
-        continue
-      }
-      const startedAt = yield* store.closeRun(options.machine.id, change.at)
-      if (startedAt !== undefined && change.eventKey !== undefined)
-        ranMs.set(change.eventKey, change.at - startedAt)
-    }
-    return ranMs
-  })
-
-/** How close an exit must follow a stop to be the same stop. */
-const STOP_FOLD_MS = 60_000
-
-/**
- * A requested stop shows up as a `stop` event and then an `exit`: the exit
- * alone is announced, since it carries the exit code and the run's cost.
- * Maps each folded `stop` event's key to its exit's key.
- */
-export const foldedStops = (
-  events: ReadonlyArray<NewEvent>,
-): ReadonlyMap<string, string> =>
-  new Map(
-    events.flatMap((stop) => {
-      if (stop.type !== "stop") return []
-      const exit = events.find(
-        (exit) =>
-          exit.type === "exit" &&
-          exit.exit?.requestedStop === true &&
-          exit.timestamp >= stop.timestamp &&
-          exit.timestamp - stop.timestamp <= STOP_FOLD_MS,
-      )
-      return exit === undefined ? [] : [[stop.key, exit.key] as const]
-    }),
-  )
-
-const newestOf = (events: ReadonlyArray<MachineEvent>) =>
-  events.reduce<MachineEvent | undefined>(
-    (best, event) =>
-      best === undefined || event.timestamp > best.timestamp ? event : best,
-    undefined,
-  )
-
-/** The machine as the store should remember it after this pass. */
-const nextRecord = (
-  app: string,
-  machine: Machine,
-  record: MachineRecord | undefined,
-  events: ReadonlyArray<MachineEvent>,
-  org: string,
-): MachineRecord => {
-  const newest = newestOf(events)
-  const advance =
-    newest !== undefined &&
-    (record?.lastEventAt === null ||
-      record?.lastEventAt === undefined ||
-      newest.timestamp >= record.lastEventAt)
-  return {
-    id: machine.id,
-    app,
-    org,
-    name: machine.name,
-    region: machine.region,
-    size: machine.size,
-    state: machine.state,
-    guest: machine.guest,
-    lastEventKey: advance
-      ? eventKey(machine.id, newest)
-      : (record?.lastEventKey ?? null),
-    lastEventAt: advance ? newest.timestamp : (record?.lastEventAt ?? null),
-  }
-}
-
-const mergeEvents = (
-  machineId: string,
-  ...lists: ReadonlyArray<ReadonlyArray<MachineEvent>>
-): ReadonlyArray<MachineEvent> => {
-  const byKey = new Map<string, MachineEvent>()
-  for (const list of lists)
-    for (const event of list) byKey.set(eventKey(machineId, event), event)
-  return [...byKey.values()].sort((a, b) => b.timestamp - a.timestamp)
-}
-
 export interface PassOptions {
   /**
    * The most Fly requests this pass may send (a Worker invocation pays for
@@ -246,124 +74,30 @@ export interface PassOptions {
 
 export { BACKFILL_RESERVE, selectApps } from "./OrgPlan.ts"
 
-/** Where one org's listing of one app left the pass. */
-interface PollContext {
-  readonly org: FlyOrg
-  readonly monitored: ReadonlySet<string>
-  readonly known: ReadonlyMap<string, MachineRecord>
-  readonly openRuns: ReadonlyMap<string, number>
-  readonly cutoff: number
-  /** Fly requests left for full event lists; false once spent. */
-  readonly mayBackfill: Effect.Effect<boolean>
-}
-
-/**
- * Stores what is new on one machine: its run changes, its billing-relevant
- * events (announced, or only recorded on the app's first listing) and its
- * record. Whether it was left for the next pass for want of requests.
- */
-const pollMachine = (
-  context: PollContext,
-  app: string,
-  machine: Machine,
-  recordOnly: boolean,
-) =>
-  Effect.gen(function* () {
-    const store = yield* EventStore
-    const { org } = context
-    const now = yield* Clock.currentTimeMillis
-    const record = context.known.get(machine.id)
-    let events = machine.events
-    if (!recordOnly && tailMayBeTruncated(record, events)) {
-      // Left untouched, the machine is compared afresh next pass.
-      if (!(yield* context.mayBackfill))
-        return { deferred: true, newEvents: 0 } as const
-      const full = yield* org.listEvents(app, machine.id).pipe(
-        Effect.tapError((error) =>
-          Effect.logWarning(
-            "could not fetch the full event list; using the embedded tail",
-          ).pipe(
-            Effect.annotateLogs({
-              app,
-              machine: machine.id,
-              error: error.message,
-            }),
-          ),
-        ),
-        Effect.orElseSucceed((): ReadonlyArray<MachineEvent> => []),
-      )
-      events = mergeEvents(machine.id, events, full)
-    }
-    const fresh = events.filter((event) =>
-      isNewer(record, machine.id, event, context.cutoff),
-    )
-    const ranMs = yield* trackRuns({
-      machine,
-      app,
-      open: context.openRuns.get(machine.id),
-      // On the first pass history is not replayed: only what runs now.
-      fresh: recordOnly ? [] : fresh,
-      all: events,
-      now,
-    })
-    const relevant = fresh
-      .filter((event) => context.monitored.has(event.type))
-      .map((event) =>
-        toNewEvent(
-          app,
-          machine,
-          event,
-          ranMs.get(eventKey(machine.id, event)),
-          org.slug,
-        ),
-      )
-    const folded = foldedStops(relevant)
-    // The stop ended the run; its exit is what gets announced.
-    const announced = relevant
-      .filter((event) => !folded.has(event.key))
-      .map((event) => {
-        const stop = relevant.find(
-          (other) =>
-            folded.get(other.key) === event.key && other.ranMs !== undefined,
-        )
-        return stop === undefined || event.ranMs !== undefined
-          ? event
-          : {
-              ...event,
-              ranMs: stop.ranMs! + (event.timestamp - stop.timestamp),
-            }
-      })
-    let newEvents = 0
-    if (announced.length > 0) {
-      const inserted = yield* store.insertEvents(announced, {
-        now,
-        baseline: recordOnly,
-      })
-      if (!recordOnly) newEvents = inserted.length
-    }
-    if (folded.size > 0)
-      yield* store.insertEvents(
-        relevant.filter((event) => folded.has(event.key)),
-        { now, baseline: true },
-      )
-    // A run whose end is announced needs no separate "resolved" note:
-    // the stop or exit alert says how long it ran and what it cost.
-    for (const event of announced)
-      if (event.ranMs !== undefined && !recordOnly)
-        yield* store.updateRun(
-          {
-            machineId: machine.id,
-            startedAt: event.timestamp - event.ranMs,
-          },
-          { resolvedAt: now },
-        )
-    const next = nextRecord(app, machine, record, events, org.slug)
-    if (!sameRecord(record, next)) yield* store.saveMachine(next, now)
-    return { deferred: false, newEvents } as const
-  })
-
 const isRejected = (error: FlyApiError) =>
   error.reason === "Unauthorized" || error.reason === "Forbidden"
+
+/** What the pass knows of one org before listing its machines. */
+interface OrgPlan {
+  readonly org: FlyOrg
+  readonly apps: ReadonlyArray<App>
+  /** The org's own name for a meta key. */
+  readonly key: (name: string) => string
+  /** Nothing of this org was recorded yet. */
+  readonly baseline: boolean
+  readonly pendingText: string | undefined
+  readonly cursor: string | undefined
+}
+
+type Listing = Either.Either<
+  {
+    readonly org: string
+    readonly app: string
+    readonly machines: ReadonlyArray<Machine>
+    readonly skipped: ReadonlyArray<SkippedMachine>
+  },
+  { readonly org: string; readonly app: string; readonly error: FlyApiError }
+>
 
 /** One org's part of a pass. */
 interface OrgOutcome {
@@ -378,6 +112,106 @@ interface OrgOutcome {
   readonly newEvents: number
   readonly baseline: boolean
 }
+
+/** "Now watching org …", sent once per org. */
+interface Greeting {
+  readonly key: string
+  readonly message: DiscordPayload
+}
+
+/**
+ * Stores what one org's machine listings show, and where the org got to:
+ * its baseline, the apps still to baseline, its cursor. Rejected when Fly
+ * refused its token on any app: then its other apps wait for the next pass.
+ */
+const pollOrg = (options: {
+  readonly plan: OrgPlan
+  readonly selection: ReturnType<typeof selectApps>
+  readonly listings: ReadonlyArray<Listing>
+  readonly context: PollContext
+  readonly monitoredEvents: ReadonlyArray<string>
+  readonly several: boolean
+}) =>
+  Effect.gen(function* () {
+    const store = yield* EventStore
+    const { plan, selection, context } = options
+    const { org, key } = plan
+    const rejected = options.listings.find(
+      (listing) => Either.isLeft(listing) && isRejected(listing.left.error),
+    )
+    if (rejected !== undefined && Either.isLeft(rejected))
+      return { _tag: "Rejected", error: rejected.left.error } as const
+    const unbaselined = new Set<string>(
+      plan.baseline
+        ? plan.apps.map((app) => app.name)
+        : plan.pendingText === undefined
+          ? []
+          : (JSON.parse(plan.pendingText) as Array<string>),
+    )
+    let machines = 0
+    let running = 0
+    let skippedMachines = 0
+    let deferredMachines = 0
+    let failedApps = 0
+    let newEvents = 0
+    for (const listing of options.listings) {
+      if (Either.isLeft(listing)) {
+        failedApps++
+        yield* Effect.logWarning(
+          "skipping an app this pass: its machines could not be listed",
+        ).pipe(
+          Effect.annotateLogs({
+            ...(options.several ? { org: org.slug } : {}),
+            error: listing.left.error.message,
+          }),
+        )
+        continue
+      }
+      const { app } = listing.right
+      const recordOnly = unbaselined.delete(app)
+      skippedMachines += listing.right.skipped.length
+      for (const machine of listing.right.machines) {
+        if (machine.state !== "destroyed") machines++
+        if (machine.state === "started") running++
+        const polled = yield* pollMachine(context, app, machine, recordOnly)
+        if (polled.deferred) deferredMachines++
+        newEvents += polled.newEvents
+      }
+    }
+
+    const now = yield* Clock.currentTimeMillis
+    if (plan.baseline)
+      yield* store.setMeta(key(META_BASELINE), String(now), now)
+    const stillPending = JSON.stringify([...unbaselined].sort())
+    if (stillPending !== (plan.pendingText ?? "[]"))
+      yield* store.setMeta(key(META_BASELINE_PENDING), stillPending, now)
+    if ((selection.next ?? "") !== (plan.cursor ?? ""))
+      yield* store.setMeta(key(META_APP_CURSOR), selection.next ?? "", now)
+    const greeting: Greeting = {
+      key: key(META_WATCHING),
+      message: watchingMessage({
+        org: org.slug,
+        apps: plan.apps.length,
+        appsPolled: selection.apps.length - failedApps,
+        machines,
+        running,
+        monitored: options.monitoredEvents,
+      }),
+    }
+    const outcome: OrgOutcome = {
+      slug: org.slug,
+      apps: plan.apps.length,
+      appsPolled: selection.apps.length,
+      machines,
+      running,
+      skippedMachines,
+      deferredMachines,
+      failedApps,
+      newEvents,
+      baseline: plan.baseline,
+    }
+    return { _tag: "Polled", outcome, greeting } as const
+  })
 
 /**
  * One poll pass: list each org's machines, store billing-relevant events
@@ -437,7 +271,7 @@ export const runPassWith = (options: PassOptions) =>
       return []
     })
 
-    const now0 = yield* Clock.currentTimeMillis
+    const listedAt = yield* Clock.currentTimeMillis
     const owner = yield* unsuffixedOwner({
       orgs: fly.orgs.map((org) => org.slug),
       listed: listed.map(({ org, apps }) => ({
@@ -445,7 +279,7 @@ export const runPassWith = (options: PassOptions) =>
         apps: apps.map((app) => app.name),
       })),
       known,
-      now: now0,
+      now: listedAt,
     })
 
     // Per org: its first listing is recorded, not announced, and so is the
@@ -459,7 +293,8 @@ export const runPassWith = (options: PassOptions) =>
           (yield* store.getMeta(key(META_BASELINE))) === undefined
         const pendingText = yield* store.getMeta(key(META_BASELINE_PENDING))
         const cursor = yield* store.getMeta(key(META_APP_CURSOR))
-        return { org, apps, key, baseline, pendingText, cursor }
+        const plan: OrgPlan = { org, apps, key, baseline, pendingText, cursor }
+        return plan
       }),
     )
     const shares = fairShares(
@@ -487,105 +322,33 @@ export const runPassWith = (options: PassOptions) =>
     )
 
     const outcomes: Array<OrgOutcome> = []
-    /** "Now watching org …", once per org. */
-    const greetings: Array<{
-      readonly key: string
-      readonly message: DiscordPayload
-    }> = []
+    const greetings: Array<Greeting> = []
     for (const [i, plan] of plans.entries()) {
-      const { org, key } = plan
-      const mine = listings.filter((listing) =>
-        Either.isRight(listing)
-          ? listing.right.org === org.slug
-          : listing.left.org === org.slug,
-      )
-      // A token refused on any app stops the org for this pass: its
-      // other apps wait for the next one.
-      const rejected = mine.find(
-        (listing) => Either.isLeft(listing) && isRejected(listing.left.error),
-      )
-      if (rejected !== undefined && Either.isLeft(rejected)) {
-        failures.push({ org: org.slug, error: rejected.left.error })
-        continue
-      }
-      const unbaselined = new Set<string>(
-        plan.baseline
-          ? plan.apps.map((app) => app.name)
-          : plan.pendingText === undefined
-            ? []
-            : (JSON.parse(plan.pendingText) as Array<string>),
-      )
-      const context: PollContext = {
-        org,
-        monitored,
-        known,
-        openRuns,
-        cutoff,
-        mayBackfill: Effect.map(flyRequests, (n) => n < budget),
-      }
-      let machines = 0
-      let running = 0
-      let skippedMachines = 0
-      let deferredMachines = 0
-      let failedApps = 0
-      let newEvents = 0
-      for (const listing of mine) {
-        if (Either.isLeft(listing)) {
-          failedApps++
-          yield* Effect.logWarning(
-            "skipping an app this pass: its machines could not be listed",
-          ).pipe(
-            Effect.annotateLogs({
-              ...(several ? { org: org.slug } : {}),
-              error: listing.left.error.message,
-            }),
-          )
-          continue
-        }
-        const { app } = listing.right
-        const recordOnly = unbaselined.delete(app)
-        skippedMachines += listing.right.skipped.length
-        for (const machine of listing.right.machines) {
-          if (machine.state !== "destroyed") machines++
-          if (machine.state === "started") running++
-          const polled = yield* pollMachine(context, app, machine, recordOnly)
-          if (polled.deferred) deferredMachines++
-          newEvents += polled.newEvents
-        }
-      }
-
-      const now = yield* Clock.currentTimeMillis
-      if (plan.baseline)
-        yield* store.setMeta(key(META_BASELINE), String(now), now)
-      const stillPending = JSON.stringify([...unbaselined].sort())
-      if (stillPending !== (plan.pendingText ?? "[]"))
-        yield* store.setMeta(key(META_BASELINE_PENDING), stillPending, now)
-      const selection = selections[i]!
-      if ((selection.next ?? "") !== (plan.cursor ?? ""))
-        yield* store.setMeta(key(META_APP_CURSOR), selection.next ?? "", now)
-      greetings.push({
-        key: key(META_WATCHING),
-        message: watchingMessage({
-          org: org.slug,
-          apps: plan.apps.length,
-          appsPolled: selection.apps.length - failedApps,
-          machines,
-          running,
-          monitored: monitoredEvents,
-        }),
+      const polled = yield* pollOrg({
+        plan,
+        selection: selections[i]!,
+        listings: listings.filter((listing) =>
+          Either.isRight(listing)
+            ? listing.right.org === plan.org.slug
+            : listing.left.org === plan.org.slug,
+        ),
+        context: {
+          org: plan.org,
+          monitored,
+          known,
+          openRuns,
+          cutoff,
+          mayBackfill: Effect.map(flyRequests, (n) => n < budget),
+        },
+        monitoredEvents,
+        several,
       })
-      outcomes.push({
-        slug: org.slug,
-        apps: plan.apps.length,
-        appsPolled: selection.apps.length,
-        machines,
-        running,
-        skippedMachines,
-        deferredMachines,
-        failedApps,
-        newEvents,
-        baseline: plan.baseline,
-      })
+      if (polled._tag === "Rejected")
+        failures.push({ org: plan.org.slug, error: polled.error })
+      else {
+        outcomes.push(polled.outcome)
+        greetings.push(polled.greeting)
+      }
     }
 
     // In the order the orgs are configured, so the pass fails the same
