@@ -24,6 +24,7 @@ import { Notifier } from "./Notifier.ts"
 import { MonitorSettings } from "./Settings.ts"
 import { triageSilences } from "./Silences.ts"
 import { triageStorms } from "./Storms.ts"
+import { triageAppLimits } from "./Throttle.ts"
 
 export { CLAIM_MS } from "./Delivery.ts"
 export {
@@ -387,6 +388,7 @@ export const runPassWith = (options: PassOptions) =>
     yield* runGuards
     yield* triageSilences
     yield* triageStorms
+    yield* triageAppLimits
     const delivered = yield* Effect.either(deliverPending)
     const total = (field: keyof Omit<OrgOutcome, "slug" | "baseline">) =>
       outcomes.reduce((sum, outcome) => sum + outcome[field], 0)

@@ -9,6 +9,7 @@ import {
 import { FLY_PRICES, withOverride } from "./Pricing.ts"
 import { SilenceSettings } from "./Silences.ts"
 import { StormSettings } from "./Storms.ts"
+import { ThrottleSettings } from "./Throttle.ts"
 import {
   type DiscordRoute,
   isHttpUrl,
@@ -371,6 +372,7 @@ export const CoreSettings = Config.all([
   DeliverySettings,
   Config.suspend(() => SilenceSettings),
   Config.suspend(() => StormSettings),
+  Config.suspend(() => ThrottleSettings),
 ])
 
 /**
