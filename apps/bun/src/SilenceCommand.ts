@@ -39,7 +39,7 @@ export const SILENCE_USAGE = `  silence add app=<glob>|machine=<id> for=<duratio
 
 const ADD_KEYS = ["app", "machine", "for", "until", "reason"]
 
-class BadArgument {
+export class BadArgument {
   constructor(readonly message: string) {}
 }
 

@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterEach, assert, beforeEach, describe, it } from "vitest"
+import { BadArgument, parseAdd } from "../src/SilenceCommand.ts"
 import { runCli } from "./cli.ts"
 
 // `silence` through the real entry point, against a SQLite file and the
@@ -74,7 +75,7 @@ const eventRows = () => {
     return db
       .query(
         `SELECT key, app, folded_into, notified_at IS NOT NULL AS settled
-         FROM events WHERE baseline = 0 ORDER BY timestamp, key`,
+         FROM events WHERE baseline = 0 ORDER BY key`,
       )
       .all()
   } finally {
@@ -122,15 +123,18 @@ describe("silences through the Bun runner", () => {
     const prodStart = fly.start("p1")
     await ok(["--once"])
     assert.deepStrictEqual(posted(1), [prodStart.id])
-    assert.deepStrictEqual(eventRows(), [
-      {
-        key: stagingStart.id!,
-        app: "staging-web",
-        folded_into: "silence:1",
-        settled: 1,
-      },
-      { key: prodStart.id!, app: "prod-web", folded_into: null, settled: 1 },
-    ])
+    assert.deepStrictEqual(
+      eventRows(),
+      [
+        {
+          key: stagingStart.id!,
+          app: "staging-web",
+          folded_into: "silence:1",
+          settled: 1,
+        },
+        { key: prodStart.id!, app: "prod-web", folded_into: null, settled: 1 },
+      ].sort((a, b) => a.key.localeCompare(b.key)),
+    )
     assert.deepStrictEqual(await ok(["silence", "list"]), [
       HEADER,
       `1   silence add  app staging-*  ${until}  active  1         load test <@everyone>`,
@@ -201,6 +205,8 @@ describe("silences through the Bun runner", () => {
   })
 
   it("exits 2 with one clear line on bad arguments", async () => {
+    // Every message of add is checked on parseAdd below; these go through
+    // the entry point.
     const cases: Array<[ReadonlyArray<string>, string]> = [
       [[], "silence: expected add, list or rm (see --help)"],
       [["mute"], 'silence: unknown command "mute"; expected add, list or rm'],
@@ -209,35 +215,9 @@ describe("silences through the Bun runner", () => {
         "silence add: give exactly one of for=<duration> (such as 2h) or until=<date-time> (such as 2026-12-04T10:00Z)",
       ],
       [
-        ["add", "for=2h"],
-        "silence add: give exactly one of app=<glob> (such as web-*) or machine=<id>",
-      ],
-      [
-        ["add", "app=web-*", "machine=m1", "for=2h"],
-        "silence add: give exactly one of app=<glob> (such as web-*) or machine=<id>",
-      ],
-      [
-        ["add", "app=web-*", "for=soon"],
-        'silence add: for="soon" is not a duration such as 30m, 2h or 3d',
-      ],
-      [
-        ["add", "app=web-*", "for=2"],
-        'silence add: for="2" is not a duration such as 30m, 2h or 3d',
-      ],
-      [
         ["add", "app=web-*", "until=2026-12-04T10:00"],
         'silence add: until="2026-12-04T10:00" is not a date-time with a time zone such as 2026-12-04T10:00Z',
       ],
-      [
-        ["add", "app=web-*", "until=2020-01-01T00:00Z"],
-        "silence add: the silence would end at 2020-01-01T00:00:00Z, in the past",
-      ],
-      [
-        ["add", "app=web-*", "for=2h", "reasn=x"],
-        'silence add: unexpected "reasn=x"; expected app=<glob> or machine=<id>, for=<duration> or until=<date-time>, and optionally reason=<text>',
-      ],
-      [["add", "app=", "for=2h"], "silence add: app= is empty"],
-      [["add", "app=a", "app=b", "for=2h"], "silence add: app= is given twice"],
       [["list", "all"], "silence list: takes no arguments"],
       [["rm"], "silence rm: expected one id, as silence list shows it"],
     ]
@@ -281,5 +261,82 @@ describe("silences through the Bun runner", () => {
       'configuration error: SILENCES: invalid: entry 1: unknown key "for"; allowed: app, machine, until, reason\n',
     )
     assert.strictEqual(discord.requests.length, 0)
+  })
+})
+
+describe("parseAdd", () => {
+  const now = Date.UTC(2026, 11, 3, 15, 59, 30, 250)
+
+  it("reads a target, an end and a reason", () => {
+    assert.deepStrictEqual(
+      parseAdd(["app=web-*", "for=2h", "reason= deploying "], now),
+      {
+        target: { _tag: "App", glob: "web-*" },
+        // Rounded up to a whole second.
+        until: Date.UTC(2026, 11, 3, 17, 59, 31),
+        reason: "deploying",
+      },
+    )
+    assert.deepStrictEqual(
+      parseAdd(["until=2026-12-04T11:00+01:00", "machine=148e123"], now),
+      {
+        target: { _tag: "Machine", id: "148e123" },
+        until: Date.UTC(2026, 11, 4, 10, 0),
+        reason: undefined,
+      },
+    )
+  })
+
+  it("says what is wrong", () => {
+    const cases: Array<[ReadonlyArray<string>, string]> = [
+      [
+        ["for=2h"],
+        "give exactly one of app=<glob> (such as web-*) or machine=<id>",
+      ],
+      [
+        ["app=web-*", "machine=m1", "for=2h"],
+        "give exactly one of app=<glob> (such as web-*) or machine=<id>",
+      ],
+      [
+        ["app=web-*", "for=2h", "until=2026-12-04T10:00Z"],
+        "give exactly one of for=<duration> (such as 2h) or until=<date-time> (such as 2026-12-04T10:00Z)",
+      ],
+      [
+        ["app=web-*", "for=soon"],
+        'for="soon" is not a duration such as 30m, 2h or 3d',
+      ],
+      [
+        ["app=web-*", "for=2"],
+        'for="2" is not a duration such as 30m, 2h or 3d',
+      ],
+      [
+        ["app=web-*", "until=2026-02-30T10:00Z"],
+        'until="2026-02-30T10:00Z" is not a date-time with a time zone such as 2026-12-04T10:00Z',
+      ],
+      [
+        ["app=web-*", "until=2020-01-01T00:00Z"],
+        "the silence would end at 2020-01-01T00:00:00Z, in the past",
+      ],
+      [
+        ["app=web-*", "for=2h", "reasn=x"],
+        'unexpected "reasn=x"; expected app=<glob> or machine=<id>, for=<duration> or until=<date-time>, and optionally reason=<text>',
+      ],
+      [
+        ["web-*", "for=2h"],
+        'unexpected "web-*"; expected app=<glob> or machine=<id>, for=<duration> or until=<date-time>, and optionally reason=<text>',
+      ],
+      [["app=", "for=2h"], "app= is empty"],
+      [["app=a", "app=b", "for=2h"], "app= is given twice"],
+      [
+        ["app=a", "for=2h", `reason=${"x".repeat(501)}`],
+        "reason= is longer than 500 characters",
+      ],
+    ]
+    for (const [args, message] of cases)
+      assert.deepStrictEqual(
+        parseAdd(args, now),
+        new BadArgument(`silence add: ${message}`),
+        args.join(" "),
+      )
   })
 })
