@@ -1,20 +1,13 @@
 import { Clock, Config, ConfigError, Effect, Either } from "effect"
-import {
-  code,
-  type Embed,
-  escapeMarkdown,
-  Limits,
-  truncate,
-} from "./DiscordMessage.ts"
 import { EventStore } from "./EventStore.ts"
 import { globToRegExp } from "./Settings.ts"
+import { endedHow, silenceEndedEmbed } from "./SilenceNotices.ts"
 import {
   type EventRow,
   FOLD_PREFIX,
   NOTICE_KIND,
   type NoticeRow,
   SILENCED_NOTICE,
-  type SilenceRow,
   silenceTable,
   toSilence,
 } from "./SilenceTable.ts"
@@ -202,71 +195,6 @@ const matcher = (target: SilenceTarget) => {
 }
 
 // ---- the pass
-
-const Colors = { ended: 0x95a5a6 } as const
-
-const plural = (n: number, one: string, many: string) =>
-  `${n} ${n === 1 ? one : many}`
-
-export const silenceEndedEmbed = (options: {
-  readonly silence: Silence
-  readonly counts: ReadonlyMap<string, number>
-  readonly how: string
-  readonly key: string
-}): Embed => {
-  const { silence } = options
-  const total = [...options.counts.values()].reduce((a, b) => a + b, 0)
-  const target =
-    silence.target._tag === "App"
-      ? `app ${code(silence.target.glob)}`
-      : `machine ${code(silence.target.id)}`
-  return {
-    title: truncate(
-      `Silence on ${escapeMarkdown(describeTarget(silence.target))} ended: ` +
-        `${plural(total, "event was", "events were")} silenced`,
-      Limits.title,
-    ),
-    color: Colors.ended,
-    fields: [
-      {
-        name: "Silenced",
-        value: truncate(
-          [...options.counts]
-            .sort(([a], [b]) => a.localeCompare(b))
-            .map(([type, n]) => `${escapeMarkdown(type)} ${n}`)
-            .join(" · "),
-          Limits.fieldValue,
-        ),
-      },
-      {
-        name: "Silence",
-        value: truncate(
-          `${target} until <t:${Math.floor(silence.until / 1000)}:f> · ${options.how}`,
-          Limits.fieldValue,
-        ),
-      },
-      ...(silence.reason === undefined
-        ? []
-        : [
-            {
-              name: "Reason",
-              value: truncate(
-                escapeMarkdown(silence.reason),
-                Limits.fieldValue,
-              ),
-            },
-          ]),
-    ],
-    footer: { text: truncate(options.key, 200) },
-  }
-}
-
-const endedHow = (row: SilenceRow) =>
-  row.removed_at === null
-    ? "expired"
-    : row.source === "cli"
-      ? "removed with silence rm"
-      : "removed from SILENCES"
 
 /**
  * Settles waiting alerts about what a silence mutes, counts them, and
