@@ -21,7 +21,8 @@ import {
 import { dailyCleanup, retentionCutoff } from "./Retention.ts"
 import { deliverPending } from "./Delivery.ts"
 import { Notifier } from "./Notifier.ts"
-import { MonitorSettings } from "./Settings.ts"
+import { routeFor } from "./Routes.ts"
+import { DiscordSettings, MonitorSettings } from "./Settings.ts"
 import { triageSilences } from "./Silences.ts"
 import { triageStorms } from "./Storms.ts"
 import { triageAppLimits } from "./Throttle.ts"
@@ -116,6 +117,7 @@ interface OrgOutcome {
 
 /** "Now watching org …", sent once per org. */
 interface Greeting {
+  readonly org: string
   readonly key: string
   readonly message: DiscordPayload
 }
@@ -189,6 +191,7 @@ const pollOrg = (options: {
     if ((selection.next ?? "") !== (plan.cursor ?? ""))
       yield* store.setMeta(key(META_APP_CURSOR), selection.next ?? "", now)
     const greeting: Greeting = {
+      org: org.slug,
       key: key(META_WATCHING),
       message: watchingMessage({
         org: org.slug,
@@ -377,12 +380,19 @@ export const runPassWith = (options: PassOptions) =>
     if ((orgTurn.next ?? "") !== (orgCursor ?? "") && several)
       yield* store.setMeta(META_ORG_CURSOR, orgTurn.next ?? "", now)
     // Claimed before sending, so two first passes at once send it once; a
-    // failed send gives the claim back for the next pass.
+    // failed send gives the claim back for the next pass. Each goes where
+    // that org's alerts go.
+    const { routes } = yield* DiscordSettings
     for (const greeting of greetings)
-      if (yield* store.claimMeta(greeting.key, String(now), now))
+      if (yield* store.claimMeta(greeting.key, String(now), now)) {
+        const route = routeFor(routes, { org: greeting.org })
         yield* notifier
-          .send(greeting.message)
+          .send(greeting.message, {
+            webhookUrl: route.webhook,
+            route: route.name,
+          })
           .pipe(Effect.tapError(() => store.deleteMeta(greeting.key)))
+      }
 
     yield* dailyCleanup
     yield* runGuards

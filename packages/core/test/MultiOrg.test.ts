@@ -268,6 +268,36 @@ describe("several Fly orgs", () => {
       }),
   )
 
+  it.scoped("sends each org's greeting where that org's alerts go", () =>
+    Effect.gen(function* () {
+      yield* at(T0)
+      const { fly, discord } = yield* fakes
+      seed(fly)
+      const personalHook = discord.webhookUrl("42", "personal-hook")
+      yield* runPass.pipe(
+        Effect.provide(
+          layerMonitor(
+            envFor(fly, discord, ["acme", "personal"], {
+              DISCORD_ROUTES: JSON.stringify([
+                { orgs: "personal", webhook: personalHook },
+              ]),
+            }),
+          ),
+        ),
+      )
+      assert.deepStrictEqual(
+        discord.requests.map((r) => [
+          r.path,
+          (r.body as { content: string }).content,
+        ]),
+        [
+          ["/api/webhooks/1234567890/fake-webhook-token", greeting("acme")],
+          ["/api/webhooks/42/personal-hook", greeting("personal")],
+        ],
+      )
+    }),
+  )
+
   it.scoped(
     "one org's token rejected: the other's alerts go out, the pass fails naming the org, never a token",
     () =>
