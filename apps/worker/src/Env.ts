@@ -8,6 +8,8 @@ export interface Env {
   readonly DB: D1Database
   readonly FLY_API_TOKEN?: string
   readonly FLY_ORG_SLUG?: string
+  /** Several orgs, instead of the two above: a JSON secret, slug → token. */
+  readonly FLY_ORGS?: string
   readonly FLY_API_BASE_URL?: string
   readonly DISCORD_WEBHOOK_URL?: string
   readonly MONITORED_EVENTS?: string
