@@ -46,17 +46,17 @@ const WorkerSettings = Config.all([CoreSettings, LogLevelSetting])
 const layerPassServices = (flyBaseUrl: string, sent: Ref.Ref<Subrequests>) =>
   Layer.mergeAll(FlyEvents.Default, Notifier.Default).pipe(
     Layer.provide(
-      Layer.mergeAll(
-        layerLimitedFetch(
-          {
-            total: FREE_PLAN_SUBREQUESTS,
-            fly: { baseUrl: flyBaseUrl, max: FLY_REQUEST_BUDGET },
-          },
-          sent,
-        ),
-        RetryPolicy.layer(workerRetry),
+      layerLimitedFetch(
+        {
+          total: FREE_PLAN_SUBREQUESTS,
+          fly: { baseUrl: flyBaseUrl, max: FLY_REQUEST_BUDGET },
+        },
+        sent,
       ),
     ),
+    // Delivery reads the policy too: how long a persisted pause may be
+    // waited out within this invocation.
+    Layer.provideMerge(RetryPolicy.layer(workerRetry)),
   )
 
 type Failure = typeof PassFailure.Type

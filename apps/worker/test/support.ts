@@ -1,3 +1,4 @@
+import { footerKeys } from "@flymon/core/DiscordMessage"
 import {
   createExecutionContext,
   createScheduledController,
@@ -54,8 +55,19 @@ export const EVENT_ROWS = `SELECT key, machine_id, app, type, status, source,
 export const MACHINE_ROWS = `SELECT id, app, name, region, size, state,
   last_event_key, last_event_at FROM machines ORDER BY id`
 
+/**
+ * `event <key>` per event announced (several events of one machine share an
+ * embed), and a notice's footer as it is.
+ */
 export const footers = (messages: ReadonlyArray<DiscordMessage>) =>
-  messages.flatMap((m) => (m.embeds ?? []).map((e) => e.footer.text))
+  messages.flatMap((m) =>
+    (m.embeds ?? []).flatMap((e) => {
+      const keys = footerKeys(e.footer.text)
+      return keys.length === 0
+        ? [e.footer.text]
+        : keys.map((key) => `event ${key}`)
+    }),
+  )
 
 export const lastPass = async () => {
   const [row] = await rows<{ value: string }>(
