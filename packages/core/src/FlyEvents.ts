@@ -45,6 +45,8 @@ export class FlyApiError extends Data.TaggedError("FlyApiError")<{
         ? "token rejected"
         : this.reason
     const org = this.org === undefined ? "" : ` for org ${this.org}`
+    // No request was sent: there is no path to name.
+    if (this.reason === "UnknownOrg") return `Fly org unknown: ${this.detail}`
     return `Fly API ${what}${status}${org} on ${this.path}: ${this.detail}`
   }
 }
@@ -430,11 +432,11 @@ export class FlyEvents extends Effect.Service<FlyEvents>()(
           ? Effect.fail(
               new FlyApiError({
                 reason: "UnknownOrg",
-                path: "(none)",
+                path: "",
                 detail:
                   slug === undefined
                     ? "the machine's org is not known yet; it is recorded when the machine is next listed"
-                    : `org ${slug} is not configured`,
+                    : `org ${slug} is no longer among the orgs watched`,
               }),
             )
           : Effect.succeed(found)

@@ -523,6 +523,72 @@ describe("a database from before orgs", () => {
       }).pipe(Effect.provide(layerSqliteAt(file)))
     })
 
+  it.scoped(
+    "auto-stop takes the only org for a machine stored without one; with several, it waits to know",
+    () =>
+      Effect.gen(function* () {
+        yield* at(T0)
+        const { fly, discord } = yield* fakes
+        seed(fly)
+        const stopping = { AUTO_STOP: "on", AUTO_STOP_AFTER: "2h" }
+        const monitor = (file: string, orgs: ReadonlyArray<Org>) =>
+          layerMonitor(
+            envFor(fly, discord, orgs, { ...stopping, MAX_RUNTIME: "off" }),
+            undefined,
+            layerSqliteAt(file),
+          )
+        const stops = () =>
+          fly.requests
+            .filter((r) => r.method === "POST")
+            .map((r) => [r.path, r.authorization, r.status])
+        // The shop listing fails, so a1 keeps its record without an org.
+        const shopDown = () =>
+          fly.failNext(
+            { path: /^\/v1\/apps\/shop\/machines$/ },
+            { status: 503, times: 3 },
+          )
+
+        const alone = tempDb()
+        yield* oldStore(fly, discord, alone)
+        yield* at(T0 + 2 * HOUR + MINUTE)
+        shopDown()
+        yield* runPass.pipe(Effect.provide(monitor(alone, ["acme"])))
+        assert.deepStrictEqual(stops(), [
+          ["/v1/apps/shop/machines/a1/stop", AUTH.acme, 200],
+        ])
+
+        fly.start("a1")
+        yield* at(T0 + 3 * HOUR)
+        const several = tempDb()
+        yield* oldStore(fly, discord, several)
+        yield* at(T0 + 5 * HOUR + MINUTE)
+        shopDown()
+        const both = monitor(several, ["acme", "personal"])
+        const { lines } = yield* logged(runPass).pipe(Effect.provide(both))
+        assert.deepStrictEqual(stops().slice(1), [
+          ["/v1/apps/blog/machines/p1/stop", AUTH.personal, 200],
+        ])
+        assert.deepStrictEqual(
+          lines
+            .filter((line) => line.message === "could not stop a machine")
+            .map((line) => line.annotations),
+          [
+            {
+              app: "shop",
+              machine: "a1",
+              error:
+                "Fly org unknown: the machine's org is not known yet; it is recorded when the machine is next listed",
+            },
+          ],
+        )
+        yield* at(T0 + 5 * HOUR + 2 * MINUTE)
+        yield* runPass.pipe(Effect.provide(both))
+        assert.deepStrictEqual(stops().slice(2), [
+          ["/v1/apps/shop/machines/a1/stop", AUTH.acme, 200],
+        ])
+      }),
+  )
+
   it.scoped("keeps its baseline and greeting with the same one org", () =>
     Effect.gen(function* () {
       yield* at(T0)
