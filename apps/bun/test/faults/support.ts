@@ -1,4 +1,5 @@
 import { FetchHttpClient } from "@effect/platform"
+import { footerKeys } from "@flymon/core/DiscordMessage"
 import { EventStore } from "@flymon/core/EventStore"
 import { FlyEvents } from "@flymon/core/FlyEvents"
 import { runPass, type PassSummary } from "@flymon/core/Monitor"
@@ -130,6 +131,9 @@ export class Rig {
       DISCORD_WEBHOOK_URL: this.webhookUrl,
       DATABASE_PATH: this.databasePath,
       LOG_LEVEL: "Debug",
+      // Rows count every billing event's own alert; a restart storm would
+      // fold a crash loop's events into one alert (tested in core).
+      STORM_EVENTS: "off",
       ...extra,
     }
   }
@@ -208,7 +212,9 @@ export class Rig {
       EventStore.Default,
       Notifier.Default,
     ).pipe(
-      Layer.provide(
+      // Merged, as the Bun runner does: the pass reads the database and
+      // the retry policy itself, beside the services.
+      Layer.provideMerge(
         Layer.mergeAll(
           FetchHttpClient.layer,
           RetryPolicy.layer(options.policy ?? quickRetry),
@@ -269,13 +275,15 @@ export class Rig {
     }
   }
 
-  /** Event keys in every Discord message Fake Discord accepted, in order. */
+  /**
+   * Event keys in every Discord message Fake Discord accepted, in order;
+   * an embed for several events of one machine names each of them.
+   */
   posted(): Array<string> {
     return this.discord.messages.flatMap((m) =>
-      (m.embeds ?? [])
-        .map((e: { footer?: { text?: string } }) => e.footer?.text ?? "")
-        .filter((text: string) => text.startsWith("event "))
-        .map((text: string) => text.slice("event ".length)),
+      (m.embeds ?? []).flatMap((e: { footer?: { text?: string } }) =>
+        footerKeys(e.footer?.text ?? ""),
+      ),
     )
   }
 
