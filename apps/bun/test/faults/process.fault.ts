@@ -1,4 +1,6 @@
+import { footerKeys } from "@flymon/core/DiscordMessage"
 import { CLAIM_MS } from "@flymon/core/Monitor"
+import { Database } from "bun:sqlite"
 import { Exit } from "effect"
 import { assert, describe, it } from "vitest"
 import { startCli } from "../cli.ts"
@@ -112,7 +114,8 @@ describe("process faults", () => {
         else outcomes.storing++
         const last = rig.discord.messages.slice(messagesBefore).at(-1)
         for (const embed of last?.embeds ?? [])
-          atRisk.add(String(embed.footer?.text).replace(/^event /, ""))
+          for (const key of footerKeys(embed.footer?.text ?? ""))
+            atRisk.add(key)
       }
       rig.fly.latencyMs = 0
       await proxy.close()
@@ -193,24 +196,32 @@ describe("process faults", () => {
     withRig(async (rig) => {
       const random = mulberry32(SEED + 1)
       const ids = rig.seed(3, 3)
+      // An empty file already in WAL mode: both runners migrate and take
+      // their baseline at once. A brand-new file is the next row.
+      const empty = new Database(rig.databasePath)
+      empty.run("PRAGMA journal_mode = WAL")
+      empty.close()
       const runs = [rig.loop("100ms"), rig.loop("100ms")]
       const passesOf = (i: number) =>
         runs[i]!.output().match(/message="pass (done|failed)/g)?.length ?? 0
+      const anyEnded = () => runs.some((run) => run.child.exitCode !== null)
+      const output = () => runs.map((run) => run.output()).join("\n")
+      const bothPassed = (at: ReadonlyArray<number>) =>
+        passesOf(0) >= at[0]! && passesOf(1) >= at[1]!
       assert.isTrue(
-        await waitFor(() => passesOf(0) >= 2 && passesOf(1) >= 2, WATCHDOG_MS),
-        rig.log(),
+        (await waitFor(() => bothPassed([2, 2]) || anyEnded(), WATCHDOG_MS)) &&
+          bothPassed([2, 2]),
+        output(),
       )
       for (let round = 0; round < 30; round++) {
         nextEvent(rig, ids[Math.floor(random() * ids.length)]!)
         await sleep(50 + Math.floor(random() * 150))
       }
-      const seen = [passesOf(0), passesOf(1)]
+      const next = [passesOf(0) + 3, passesOf(1) + 3]
       assert.isTrue(
-        await waitFor(
-          () => passesOf(0) >= seen[0]! + 3 && passesOf(1) >= seen[1]! + 3,
-          WATCHDOG_MS,
-        ),
-        rig.log(),
+        (await waitFor(() => bothPassed(next) || anyEnded(), WATCHDOG_MS)) &&
+          bothPassed(next),
+        output(),
       )
       for (const run of runs) run.child.kill("SIGTERM")
       const results = await Promise.all(runs.map((run) => run.done))
@@ -229,6 +240,40 @@ describe("process faults", () => {
           `passes=${passesOf(0)}+${passesOf(1)} failed_passes=${failed} locked=${locked}`,
       )
       assert.strictEqual(watching.length, 1)
+      rig.assertExactlyOnce()
+    }))
+
+  /**
+   * Two runners started together on a new DATABASE_PATH: the second can
+   * find the first creating the file. The SQLite layer switches the file to
+   * WAL before it sets busy_timeout, and that switch needs the lock, so the
+   * second runner fails at once instead of waiting. A known gap, asserted
+   * exactly; once the runner waits, this row turns red and should assert a
+   * clean start instead.
+   */
+  it("a runner opening a brand-new file another process holds: exits 1 (known gap)", () =>
+    withRig(async (rig) => {
+      const ids = rig.seed(1, 2)
+      const holder = new Database(rig.databasePath)
+      holder.run("BEGIN EXCLUSIVE")
+      holder.run("CREATE TABLE held (x)")
+      const blocked = await rig.once()
+      holder.run("ROLLBACK")
+      holder.close()
+      assert.strictEqual(blocked.code, 1, rig.log())
+      assert.match(
+        blocked.stdout + blocked.stderr,
+        /could not start: the database at DATABASE_PATH=\S+: database is locked/,
+      )
+      assert.deepStrictEqual(
+        [rig.fly.requests.length, rig.discord.requests.length],
+        [0, 0],
+      )
+      // Started again once the file is free: baseline, then alerts as usual.
+      assert.strictEqual((await rig.once()).code, 0, rig.log())
+      rig.start(ids[0]!)
+      rig.exit(ids[1]!, 3)
+      assert.strictEqual((await rig.once()).code, 0, rig.log())
       rig.assertExactlyOnce()
     }))
 })
