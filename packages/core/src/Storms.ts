@@ -137,6 +137,12 @@ export const triageStorms = Effect.gen(function* () {
           app: storm.app,
           org: storm.org ?? undefined,
         })
+      // Counting reads the whole storm: only when a notice may be due.
+      const due =
+        storm.announced === 0 ||
+        over ||
+        now - (storm.last_notice_at ?? storm.detected_at) >= updateMs
+      if (!due) return
       const stats = yield* table.stats(storm, tip)
       const about = { storm, machine, stats }
       let reported = storm.reported
@@ -166,11 +172,7 @@ export const triageStorms = Effect.gen(function* () {
             folded: folded.length,
           }),
         )
-      } else if (
-        !over &&
-        stats.events > storm.reported &&
-        now - (storm.last_notice_at ?? storm.detected_at) >= updateMs
-      ) {
+      } else if (!over && stats.events > storm.reported) {
         const key = `${storm.key}:update:${storm.updates + 1}`
         yield* notice(key, stormUpdateEmbed({ ...about, key, now }))
         yield* table.updated(storm, stats.events, now)
@@ -200,7 +202,7 @@ export const triageStorms = Effect.gen(function* () {
   // A new storm needs an undelivered event: one found late (the monitor
   // or Discord was away) is still one storm, even if it is over by now.
   const stormy = new Set((yield* table.open).map((storm) => storm.machine_id))
-  const opened = new Set<string>()
+  let opened = false
   for (const waiting of yield* table.waitingMachines) {
     if (stormy.has(waiting.machine_id)) continue
     const first = burstStart(
@@ -210,18 +212,17 @@ export const triageStorms = Effect.gen(function* () {
       waiting.first,
     )
     if (first === undefined) continue
-    const key = `storm:${waiting.machine_id}:${first}`
     yield* table.insert({
-      key,
+      key: `storm:${waiting.machine_id}:${first}`,
       machineId: waiting.machine_id,
       app: waiting.app,
       org: waiting.org,
       startedAt: first,
       now,
     })
-    opened.add(key)
+    opened = true
   }
-  if (opened.size === 0) return
+  if (!opened) return
   // As inserted, or as a pass running at the same time inserted it.
   for (const storm of yield* table.open)
     if (!before.some((old) => old.key === storm.key)) yield* advance(storm)

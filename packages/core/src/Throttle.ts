@@ -17,7 +17,7 @@ import {
 } from "./DiscordMessage.ts"
 import { EventStore, StoreError } from "./EventStore.ts"
 import { humanDuration } from "./Pricing.ts"
-import { durationVar } from "./Settings.ts"
+import { durationVar, RetentionSettings } from "./Settings.ts"
 import { countOrOff } from "./Storms.ts"
 
 // One noisy app must not drown the channel: at most APP_ALERT_LIMIT events
@@ -243,6 +243,16 @@ const sumUp = (settings: ThrottleSettings, now: number) =>
         ),
       )
     }
+    if (due.length === 0) return
+    // Kept no longer than the events they counted.
+    const { eventsRetention } = yield* RetentionSettings
+    yield* sql`DELETE FROM throttled_windows
+      WHERE noticed_at IS NOT NULL
+        AND window_end < ${now - Duration.toMillis(eventsRetention)}`.pipe(
+      Effect.mapError(
+        (cause) => new StoreError({ operation: "remove old windows", cause }),
+      ),
+    )
   })
 
 /**
