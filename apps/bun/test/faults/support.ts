@@ -131,9 +131,10 @@ export class Rig {
       DISCORD_WEBHOOK_URL: this.webhookUrl,
       DATABASE_PATH: this.databasePath,
       LOG_LEVEL: "Debug",
-      // Rows count every billing event's own alert; a restart storm would
-      // fold a crash loop's events into one alert (tested in core).
+      // Rows count every billing event's own alert. A restart storm or the
+      // per-app limit would fold events into one notice (tested in core).
       STORM_EVENTS: "off",
+      APP_ALERT_LIMIT: "off",
       ...extra,
     }
   }
