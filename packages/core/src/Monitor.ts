@@ -1,6 +1,6 @@
 import { Clock, Effect, Either } from "effect"
 import { type DiscordPayload, watchingMessage } from "./DiscordMessage.ts"
-import { EventStore } from "./EventStore.ts"
+import { EventStore, type StoreError } from "./EventStore.ts"
 import type { App, Machine } from "./Domain.ts"
 import {
   type FlyApiError,
@@ -20,7 +20,7 @@ import {
 } from "./OrgPlan.ts"
 import { dailyCleanup, retentionCutoff } from "./Retention.ts"
 import { deliverPending } from "./Delivery.ts"
-import { Notifier } from "./Notifier.ts"
+import { type DiscordError, Notifier } from "./Notifier.ts"
 import { routeFor } from "./Routes.ts"
 import { DiscordSettings, MonitorSettings } from "./Settings.ts"
 import { triageSilences } from "./Silences.ts"
@@ -382,16 +382,23 @@ export const runPassWith = (options: PassOptions) =>
     // Claimed before sending, so two first passes at once send it once; a
     // failed send gives the claim back for the next pass. Each goes where
     // that org's alerts go.
+    // A greeting Discord refused does not stop the pass: the cost guards
+    // and the triage still run, and the alerts wait in the store.
     const { routes } = yield* DiscordSettings
+    let greetingFailure: DiscordError | StoreError | undefined
     for (const greeting of greetings)
       if (yield* store.claimMeta(greeting.key, String(now), now)) {
         const route = routeFor(routes, { org: greeting.org })
-        yield* notifier
+        const sent = yield* notifier
           .send(greeting.message, {
             webhookUrl: route.webhook,
             route: route.name,
           })
-          .pipe(Effect.tapError(() => store.deleteMeta(greeting.key)))
+          .pipe(
+            Effect.tapError(() => store.deleteMeta(greeting.key)),
+            Effect.either,
+          )
+        if (Either.isLeft(sent)) greetingFailure ??= sent.left
       }
 
     yield* dailyCleanup
@@ -399,6 +406,9 @@ export const runPassWith = (options: PassOptions) =>
     yield* triageSilences
     yield* triageStorms
     yield* triageAppLimits
+    // Again: storm and limit notices queued just now may be about an app
+    // under a silence.
+    yield* triageSilences
     const delivered = yield* Effect.either(deliverPending)
     const total = (field: keyof Omit<OrgOutcome, "slug" | "baseline">) =>
       outcomes.reduce((sum, outcome) => sum + outcome[field], 0)
@@ -419,7 +429,7 @@ export const runPassWith = (options: PassOptions) =>
       durationMs: (yield* Clock.currentTimeMillis) - startedAt,
     }
     yield* Effect.log(
-      Either.isLeft(delivered)
+      Either.isLeft(delivered) || greetingFailure !== undefined
         ? "pass done, delivery failed"
         : failures.length > 0
           ? "pass done, an org could not be polled"
@@ -446,6 +456,8 @@ export const runPassWith = (options: PassOptions) =>
     // An org's failure first: it is what stopped alerts from being seen.
     if (failures.length > 0) return yield* Effect.fail(failures[0]!.error)
     if (Either.isLeft(delivered)) return yield* Effect.fail(delivered.left)
+    if (greetingFailure !== undefined)
+      return yield* Effect.fail(greetingFailure)
     return summary
   }).pipe(Effect.withSpan("Monitor.runPass"))
 
