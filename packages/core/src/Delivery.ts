@@ -1,4 +1,4 @@
-import { Clock, Config, Duration, Effect, Either, Metric, Option } from "effect"
+import { Clock, Duration, Effect, Either, Metric } from "effect"
 import {
   code,
   type Embed,
@@ -23,7 +23,12 @@ import { DiscordError, Notifier } from "./Notifier.ts"
 import { humanDuration } from "./Pricing.ts"
 import { RetryPolicy } from "./RetryPolicy.ts"
 import { type DiscordRoute, routeFor } from "./Routes.ts"
-import { CostSettings, DeliverySettings, DiscordSettings } from "./Settings.ts"
+import {
+  CostSettings,
+  DeliverySettings,
+  DiscordSettings,
+  FlySettings,
+} from "./Settings.ts"
 
 /** How long a pass owns the alerts it is delivering. */
 export const CLAIM_MS = 15 * 60 * 1000
@@ -401,7 +406,8 @@ export const deliverPending = Effect.gen(function* () {
   const store = yield* EventStore
   const { prices } = yield* CostSettings
   const { routes } = yield* DiscordSettings
-  const showOrg = Option.isSome(yield* Config.option(Config.string("FLY_ORGS")))
+  // With several orgs an app's alerts say which org it belongs to.
+  const showOrg = (yield* FlySettings).orgs.length > 1
   const paused = yield* readPause
   if (paused !== undefined) {
     const { longestRateLimitWait } = yield* RetryPolicy

@@ -48,9 +48,9 @@ export const describeFailure = (
 
 const hint = (reason: string): string => {
   if (reason.includes("Unauthorized") || reason.includes("Forbidden"))
-    return "Fly rejected the token: create one with `fly tokens create readonly` and set FLY_API_TOKEN."
+    return "Fly rejected the token: create one with `fly tokens create readonly` and set FLY_API_TOKEN (or that org's token in FLY_ORGS)."
   if (reason === "FlyApiError/NotFound")
-    return "Fly does not know the org: check FLY_ORG_SLUG (`fly orgs list`)."
+    return "Fly does not know the org: check FLY_ORG_SLUG (or the slugs in FLY_ORGS) against `fly orgs list`."
   if (reason.startsWith("FlyApiError"))
     return "The Fly Machines API is failing or unreachable; alerts resume when it answers."
   if (reason.startsWith("StoreError"))
