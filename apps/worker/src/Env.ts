@@ -12,6 +12,8 @@ export interface Env {
   readonly FLY_ORGS?: string
   readonly FLY_API_BASE_URL?: string
   readonly DISCORD_WEBHOOK_URL?: string
+  /** Some apps or orgs to other webhooks: a JSON secret. */
+  readonly DISCORD_ROUTES?: string
   readonly MONITORED_EVENTS?: string
   readonly LOG_LEVEL?: string
   /** Bearer token for GET /status; the endpoint is off without it. */
@@ -25,6 +27,17 @@ export interface Env {
   readonly DIGEST_TIMEZONE?: string
   readonly AUTO_STOP?: string
   readonly AUTO_STOP_AFTER?: string
+  readonly EVENTS_RETENTION?: string
+  readonly MAX_EVENTS?: string
+  readonly FAILURE_ALERT_AFTER?: string
+  readonly FAILURE_REMIND_EVERY?: string
+  readonly MAX_ALERT_AGE?: string
+  readonly STORM_EVENTS?: string
+  readonly STORM_WINDOW?: string
+  readonly STORM_UPDATE_EVERY?: string
+  readonly APP_ALERT_LIMIT?: string
+  readonly APP_ALERT_WINDOW?: string
+  readonly SILENCES?: string
 }
 
 /** Effect `Config` reads the Worker's string variables and secrets. */
