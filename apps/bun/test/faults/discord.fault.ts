@@ -215,7 +215,7 @@ describe.concurrent("Discord faults, Bun runner --once", () => {
       for (let run = 0; run < 3; run++) runs.push((await rig.once()).code)
       console.log(
         `blank source: exit codes ${runs.join(",")}, ${rig.posted().length} of ${rig.expected.length} alerts sent, ` +
-          `${alertAttempts(rig).length} refused attempts`,
+          `${alertAttempts(rig).length} Discord requests`,
       )
       // A blank string becomes "–" in the embed, so Discord accepts it.
       assert.deepStrictEqual(runs, [0, 0, 0])
