@@ -7,15 +7,15 @@ import {
   parseFlyOrgs,
 } from "./FlyOrgs.ts"
 import { FLY_PRICES, withOverride } from "./Pricing.ts"
-import { SilenceSettings } from "./Silences.ts"
-import { StormSettings } from "./Storms.ts"
-import { ThrottleSettings } from "./Throttle.ts"
 import {
   type DiscordRoute,
   isHttpUrl,
   withDefaultRoute,
   parseRoutes,
 } from "./Routes.ts"
+import { SilenceSettings } from "./Silences.ts"
+import { StormSettings } from "./Storms.ts"
+import { ThrottleSettings } from "./Throttle.ts"
 
 export { globToRegExp }
 
@@ -67,7 +67,10 @@ const flyOrgs = Config.all({
       orgs,
       token,
       slug,
-    }): Either.Either<ReadonlyArray<FlyOrgSettings>, ConfigError.ConfigError> => {
+    }): Either.Either<
+      ReadonlyArray<FlyOrgSettings>,
+      ConfigError.ConfigError
+    > => {
       if (Option.isSome(orgs)) {
         const alsoSet = [
           ...(Option.isSome(token) ? ["FLY_API_TOKEN"] : []),
