@@ -37,10 +37,17 @@ export const layerDatabase = (filename: string) => {
   const setup = Layer.effectDiscard(
     Effect.gen(function* () {
       const sql = yield* SqlClient.SqlClient
-      // Two processes on one file wait for each other instead of failing.
+      // Two processes on one file wait for each other instead of failing,
+      // from the first statement on: switching a new file to WAL needs the
+      // lock too, so the timeout is set first and WAL right after it.
       yield* sql.unsafe("PRAGMA busy_timeout = 5000")
+      if (path !== ":memory:") yield* sql.unsafe("PRAGMA journal_mode = WAL")
       yield* migrate
     }),
   )
-  return setup.pipe(Layer.provideMerge(SqliteClient.layer({ filename: path })))
+  return setup.pipe(
+    Layer.provideMerge(
+      SqliteClient.layer({ filename: path, disableWAL: true }),
+    ),
+  )
 }
