@@ -101,19 +101,19 @@ type Listing = Either.Either<
   { readonly org: string; readonly app: string; readonly error: FlyApiError }
 >
 
-/** One org's part of a pass. */
-interface OrgOutcome {
-  readonly slug: string
-  readonly apps: number
-  readonly appsPolled: number
-  readonly machines: number
-  readonly running: number
-  readonly skippedMachines: number
-  readonly deferredMachines: number
-  readonly failedApps: number
-  readonly newEvents: number
-  readonly baseline: boolean
-}
+/** One org's part of a pass: the summary's counts, for one org. */
+type OrgOutcome = Pick<
+  PassSummary,
+  | "apps"
+  | "appsPolled"
+  | "machines"
+  | "running"
+  | "skippedMachines"
+  | "deferredMachines"
+  | "failedApps"
+  | "newEvents"
+  | "baseline"
+> & { readonly slug: string }
 
 /** "Now watching org …", sent once per org. */
 interface Greeting {

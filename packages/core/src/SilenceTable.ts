@@ -1,7 +1,6 @@
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, type ParseResult, Schema } from "effect"
-import { StoreError } from "./EventStore.ts"
+import { readRows, writeRows } from "./StoreSql.ts"
+import { Effect, Schema } from "effect"
 import type { Silence, SilenceTarget } from "./Silences.ts"
 
 // The SQL of silences (migration 0006), over the runtime's SqlClient: the
@@ -65,22 +64,8 @@ export const silenceTable = Effect.gen(function* () {
   const COLUMNS = sql.literal(
     "id, source, app, machine_id, ends_at, reason, created_at, removed_at, ended_at",
   )
-  const read =
-    <A, I>(schema: Schema.Schema<A, I>, operation: string) =>
-    (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
-      statement.pipe(
-        Effect.flatMap(Schema.decodeUnknown(Schema.Array(schema))),
-        Effect.mapError(
-          (cause: SqlError | ParseResult.ParseError) =>
-            new StoreError({ operation, cause }),
-        ),
-      )
-  const write =
-    (operation: string) => (statement: Effect.Effect<unknown, SqlError>) =>
-      statement.pipe(
-        Effect.asVoid,
-        Effect.mapError((cause) => new StoreError({ operation, cause })),
-      )
+  const read = readRows
+  const write = writeRows
 
   /** Every silence ever stored, removed ones included. */
   const rows = read(

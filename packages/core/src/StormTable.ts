@@ -1,7 +1,6 @@
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Effect, type ParseResult, Schema } from "effect"
-import { StoreError } from "./EventStore.ts"
+import { readRows, writeRows } from "./StoreSql.ts"
+import { Effect, Schema } from "effect"
 import { FOLD_PREFIX as SILENCE_FOLD } from "./SilenceTable.ts"
 
 // The SQL of restart storms (migration 0007), over the runtime's SqlClient:
@@ -63,22 +62,8 @@ export interface StormStats {
 /** The SQL of storms, over the runtime's SqlClient. */
 export const stormTable = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const read =
-    <A, I>(schema: Schema.Schema<A, I>, operation: string) =>
-    (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
-      statement.pipe(
-        Effect.flatMap(Schema.decodeUnknown(Schema.Array(schema))),
-        Effect.mapError(
-          (cause: SqlError | ParseResult.ParseError) =>
-            new StoreError({ operation, cause }),
-        ),
-      )
-  const write =
-    (operation: string) => (statement: Effect.Effect<unknown, SqlError>) =>
-      statement.pipe(
-        Effect.asVoid,
-        Effect.mapError((cause) => new StoreError({ operation, cause })),
-      )
+  const read = readRows
+  const write = writeRows
   // A silenced machine's events are muted: they make no storm either.
   const notSilenced = sql`(folded_into IS NULL
     OR folded_into NOT LIKE ${`${SILENCE_FOLD}%`})`

@@ -1,14 +1,6 @@
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import {
-  Clock,
-  Config,
-  Duration,
-  Effect,
-  Option,
-  type ParseResult,
-  Schema,
-} from "effect"
+import { readRows } from "./StoreSql.ts"
+import { Clock, Config, Duration, Effect, Option, Schema } from "effect"
 import {
   type Embed,
   escapeMarkdown,
@@ -114,16 +106,7 @@ export const suppressedEmbed = (options: {
 
 const storeSql = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
-  const run =
-    <A, I>(schema: Schema.Schema<A, I>, operation: string) =>
-    (statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>) =>
-      statement.pipe(
-        Effect.flatMap(Schema.decodeUnknown(Schema.Array(schema))),
-        Effect.mapError(
-          (cause: SqlError | ParseResult.ParseError) =>
-            new StoreError({ operation, cause }),
-        ),
-      )
+  const run = readRows
   return { sql, run }
 })
 

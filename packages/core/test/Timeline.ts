@@ -1,15 +1,12 @@
 import { FakeDiscord } from "@flymon/testkit/FakeDiscord"
 import { type FakeEvent, FakeFly } from "@flymon/testkit/FakeFly"
 import {
-  Chunk,
   Clock,
   ConfigProvider,
   Duration,
   Effect,
   Exit,
-  Fiber,
   Layer,
-  Option,
   Schedule,
   Scope,
   TestClock,
@@ -26,6 +23,7 @@ import {
   layerSqliteAt,
   ORG,
 } from "./support.ts"
+import { simulate } from "./simulate.ts"
 
 // Whole passes on simulated time, for the storm and app-limit tests: Fly
 // events emitted at set instants, passes at set poll times, monitor
@@ -42,25 +40,6 @@ const policy: RetryPolicyShape = {
   longestRateLimitWait: Duration.minutes(2),
   requestTimeout: Duration.days(1),
 }
-/** Sleeps further out than this are request timeouts, never waited for. */
-const HORIZON = 12 * 60 * MINUTE
-
-/** Runs `effect`, moving the TestClock on whenever it only waits on it. */
-const simulate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Effect.gen(function* () {
-    const fiber = yield* Effect.fork(effect)
-    while (true) {
-      yield* Effect.promise(() => new Promise((r) => setTimeout(r, 1)))
-      const exit = yield* Fiber.poll(fiber)
-      if (Option.isSome(exit)) return yield* exit.value
-      const now = yield* Clock.currentTimeMillis
-      const next = Chunk.toReadonlyArray(yield* TestClock.sleeps()).filter(
-        (at) => at > now && at - now < HORIZON,
-      )
-      if (next.length > 0) yield* TestClock.setTime(Math.min(...next))
-    }
-  })
-
 /** Moves the TestClock to `ms`; a step back would be a broken test. */
 const at = (ms: number) =>
   Effect.gen(function* () {
