@@ -194,6 +194,18 @@ const byMachine = (
   return order
 }
 
+/** With several routes, a failure says which one failed. */
+const namingRoute = (error: DiscordError, route: string) =>
+  new DiscordError({
+    reason: error.reason,
+    detail: `route ${route}: ${error.detail}`,
+    ...(error.status === undefined ? {} : { status: error.status }),
+    ...(error.retryAfter === undefined ? {} : { retryAfter: error.retryAfter }),
+    ...(error.everyWebhook === undefined
+      ? {}
+      : { everyWebhook: error.everyWebhook }),
+  })
+
 /** A pause every webhook obeys, kept in the store across invocations. */
 const readPause = Effect.gen(function* () {
   const store = yield* EventStore
@@ -216,12 +228,18 @@ const savePause = (error: DiscordError) =>
     yield* store.setMeta(META_PAUSE, `${until} ${error.reason}`, now)
   })
 
+/** What a delivery did: alerts sent, and the first route failure if any. */
+export interface Delivered {
+  readonly sent: number
+  readonly failure: DiscordError | undefined
+}
+
 /**
  * Sends every undelivered alert, oldest first, each on its app's route,
  * marking each on success. A route that fails stops for this pass and the
  * others go on; the first failure is returned once the rest is done.
  */
-export const deliverPending = Effect.gen(function* () {
+export const deliverReport = Effect.gen(function* () {
   const store = yield* EventStore
   const { prices } = yield* CostSettings
   const { routes } = yield* DiscordSettings
@@ -235,8 +253,9 @@ export const deliverPending = Effect.gen(function* () {
     if (wait <= Duration.toMillis(longestRateLimitWait))
       yield* Effect.sleep(Duration.millis(wait))
     else
-      return yield* Effect.fail(
-        new DiscordError({
+      return {
+        sent: 0,
+        failure: new DiscordError({
           reason: paused.why === "Banned" ? "Banned" : "RateLimited",
           detail:
             `every Discord send is paused for ${Math.ceil(wait / 1000)} s ` +
@@ -244,7 +263,7 @@ export const deliverPending = Effect.gen(function* () {
           retryAfter: Duration.millis(wait),
           everyWebhook: true,
         }),
-      )
+      } satisfies Delivered
   }
   yield* collapseStale(routes)
   const events: Ledger = {
@@ -284,7 +303,10 @@ export const deliverPending = Effect.gen(function* () {
         if (outcome.stopped === undefined) continue
         stopped.set(name, outcome.stopped)
         if (outcome.stopped !== "Paced") {
-          failure ??= outcome.stopped
+          failure ??=
+            routes.length > 1
+              ? namingRoute(outcome.stopped, name)
+              : outcome.stopped
           if (outcome.stopped.everyWebhook === true)
             yield* savePause(outcome.stopped)
         }
@@ -380,6 +402,12 @@ export const deliverPending = Effect.gen(function* () {
       ),
     ),
   )
-  if (failure !== undefined) return yield* Effect.fail(failure)
-  return sent
+  return { sent, failure } satisfies Delivered
 })
+
+/** `deliverReport`, failing with the first route failure. */
+export const deliverPending = Effect.flatMap(deliverReport, (delivered) =>
+  delivered.failure === undefined
+    ? Effect.succeed(delivered.sent)
+    : Effect.fail(delivered.failure),
+)

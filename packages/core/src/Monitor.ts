@@ -19,7 +19,7 @@ import {
   unsuffixedOwner,
 } from "./OrgPlan.ts"
 import { dailyCleanup, retentionCutoff } from "./Retention.ts"
-import { deliverPending } from "./Delivery.ts"
+import { deliverReport } from "./Delivery.ts"
 import { type DiscordError, Notifier } from "./Notifier.ts"
 import { routeFor } from "./Routes.ts"
 import { DiscordSettings, MonitorSettings } from "./Settings.ts"
@@ -409,7 +409,10 @@ export const runPassWith = (options: PassOptions) =>
     // Again: storm and limit notices queued just now may be about an app
     // under a silence.
     yield* triageSilences
-    const delivered = yield* Effect.either(deliverPending)
+    const report = yield* Effect.either(deliverReport)
+    const delivered = Either.flatMap(report, ({ sent, failure }) =>
+      failure === undefined ? Either.right(sent) : Either.left(failure),
+    )
     const total = (field: keyof Omit<OrgOutcome, "slug" | "baseline">) =>
       outcomes.reduce((sum, outcome) => sum + outcome[field], 0)
     const summary: PassSummary = {
@@ -423,7 +426,8 @@ export const runPassWith = (options: PassOptions) =>
       deferredMachines: total("deferredMachines"),
       failedApps: total("failedApps"),
       newEvents: total("newEvents"),
-      alertsSent: Either.isRight(delivered) ? delivered.right : 0,
+      // Alerts that went out count even when a route failed.
+      alertsSent: Either.isRight(report) ? report.right.sent : 0,
       flyRequests: yield* flyRequests,
       baseline: outcomes.some((outcome) => outcome.baseline),
       durationMs: (yield* Clock.currentTimeMillis) - startedAt,

@@ -47,6 +47,13 @@ export const describeFailure = (
 }
 
 const hint = (reason: string): string => {
+  if (
+    reason === "DiscordError/WebhookGone" ||
+    reason === "DiscordError/Unauthorized"
+  )
+    return "Discord refused a webhook (deleted, or its token is wrong): create a new one and update DISCORD_WEBHOOK_URL, or the route of DISCORD_ROUTES the last error names."
+  if (reason.startsWith("DiscordError"))
+    return "Discord is not taking messages right now; the log says why."
   if (reason.includes("Unauthorized") || reason.includes("Forbidden"))
     return "Fly rejected the token: create one with `fly tokens create readonly` and set FLY_API_TOKEN (or that org's token in FLY_ORGS)."
   if (reason === "FlyApiError/NotFound")
@@ -58,6 +65,16 @@ const hint = (reason: string): string => {
   return "See the monitor's log for details."
 }
 
+/** What the failure stops, as far as the error tells. */
+const situation = (outage: Outage): string => {
+  if (outage.reason.startsWith("DiscordError"))
+    return "Machine events are checked, but alerts are not reaching Discord: they wait in the database and go out once it takes them again."
+  const org = /for org (\S+)/.exec(outage.message)?.[1]
+  return org === undefined
+    ? "No machine events are being checked."
+    : `Machine events of org ${code(org)} are not being checked; other orgs are.`
+}
+
 const outageAlert = (outage: Outage, now: number, reminder: boolean) =>
   payload({
     embeds: [
@@ -67,7 +84,7 @@ const outageAlert = (outage: Outage, now: number, reminder: boolean) =>
           : `Fly Machine Monitor: ${outage.failures} passes failed in a row`,
         color: 0xe74c3c,
         description: truncate(
-          `No machine events are being checked. ${hint(outage.reason)}`,
+          `${situation(outage)} ${hint(outage.reason)}`,
           Limits.description,
         ),
         fields: [

@@ -65,3 +65,65 @@ describe("failing passes", () => {
     60_000,
   )
 })
+
+describe("a failure that stops only part of the monitor", () => {
+  it.scoped("a deleted route's webhook: the alert says what still works", () =>
+    Effect.gen(function* () {
+      const t0 = Date.UTC(2026, 11, 1)
+      now = t0
+      yield* TestClock.setTime(t0)
+      const { fly, discord } = yield* fakesAt(() => now)
+      fly.addApp("web-shop")
+      fly.addMachine("web-shop", { id: "m1", name: "web-1", region: "iad" })
+      discord.deleteWebhook("100")
+      const layer = layerMonitor({
+        ...envFor(fly, discord),
+        DISCORD_ROUTES: JSON.stringify([
+          {
+            name: "web team",
+            apps: "web-*",
+            webhook: discord.webhookUrl("100", "web-team-token"),
+          },
+        ]),
+        FAILURE_ALERT_AFTER: "3",
+        DIGEST_HOUR: "off",
+      })
+      const outcomes: Array<string> = []
+      yield* Effect.gen(function* () {
+        yield* runPassAndReport()
+        for (let pass = 1; pass <= 3; pass++) {
+          now = t0 + pass * 5 * MINUTE
+          yield* TestClock.setTime(now)
+          fly.start("m1")
+          const result = yield* Effect.either(runPassAndReport())
+          outcomes.push(result._tag)
+        }
+      }).pipe(Effect.provide(layer))
+
+      assert.deepStrictEqual(outcomes, ["Left", "Left", "Left"])
+      const alert = discord.messages.find(
+        (m) =>
+          m.embeds?.[0]?.title ===
+          "Fly Machine Monitor: 3 passes failed in a row",
+      )!.embeds![0]
+      assert.strictEqual(
+        alert.description,
+        "Machine events are checked, but alerts are not reaching Discord: " +
+          "they wait in the database and go out once it takes them again. " +
+          "Discord refused a webhook (deleted, or its token is wrong): create " +
+          "a new one and update DISCORD_WEBHOOK_URL, or the route of " +
+          "DISCORD_ROUTES the last error names.",
+      )
+      assert.deepStrictEqual(alert.fields.slice(1), [
+        { name: "Reason", value: "`DiscordError/WebhookGone`" },
+        {
+          name: "Last error",
+          value:
+            "Discord WebhookGone\\: route web team\\: sending stopped after " +
+            "an earlier answer\\: Unknown Webhook \\(code 10015\\)",
+        },
+      ])
+      assert.notInclude(JSON.stringify(discord.messages), "web-team-token")
+    }),
+  )
+})

@@ -17,7 +17,7 @@ import {
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { deliverPending } from "../src/Delivery.ts"
+import { deliverPending, deliverReport } from "../src/Delivery.ts"
 import { footerKeys } from "../src/DiscordMessage.ts"
 import { runGuards } from "../src/Guards.ts"
 import { EventStore, type NewEvent } from "../src/EventStore.ts"
@@ -412,22 +412,25 @@ describe("delivery over routes", () => {
             { key: "e3", app: "db", org: "acme" },
             { key: "e4", app: "shop", org: "acme" },
           ])
-          const first = yield* Effect.either(simulate(deliverPending))
+          const first = yield* simulate(deliverReport)
           yield* addEvents([{ key: "e5", app: "db", org: "acme" }])
-          const second = yield* Effect.either(simulate(deliverPending))
+          const second = yield* simulate(deliverReport)
           return [first, second, yield* undelivered] as const
         }).pipe(
           Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
           Logger.withMinimumLogLevel(LogLevel.Error),
           Effect.provide(layerMonitor(envFor(discord), patient)),
         )
+        // What went out is counted, next to the route that failed.
         assert.deepStrictEqual(
-          [first, second].map((outcome) =>
-            Either.isLeft(outcome)
-              ? (outcome.left as { reason: string }).reason
-              : "sent",
-          ),
-          ["WebhookGone", "WebhookGone"],
+          [first, second].map((outcome) => [
+            outcome.sent,
+            outcome.failure?.reason,
+          ]),
+          [
+            [2, "WebhookGone"],
+            [1, "WebhookGone"],
+          ],
         )
         // One request to the dead webhook, ever; the others deliver.
         assert.deepStrictEqual(
