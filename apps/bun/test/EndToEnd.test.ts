@@ -138,9 +138,9 @@ describe("the Bun runner, end to end", () => {
     )
     assert.strictEqual(result.code, 2)
     assert.deepStrictEqual(result.stderr.trim().split("\n"), [
-      "configuration error: FLY_API_TOKEN: missing (required)",
+      "configuration error: FLY_API_TOKEN: missing (required, or FLY_ORGS for several orgs)",
       "configuration error: FLY_ORG_SLUG: missing (required)",
-      "configuration error: DISCORD_WEBHOOK_URL: missing (required)",
+      "configuration error: DISCORD_WEBHOOK_URL: missing (required, or a last route in DISCORD_ROUTES for every app)",
       HINT,
     ])
   })

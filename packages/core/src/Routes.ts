@@ -81,6 +81,7 @@ export const parseRoutes = (
           `known: ${KEYS.join(", ")}`,
       )
     const { name, apps, orgs, webhook } = entry as Record<string, unknown>
+    if (webhook === undefined) return Either.left(`${at}: "webhook" is missing`)
     if (typeof webhook !== "string" || !isHttpUrl(webhook.trim()))
       return Either.left(
         `${at}: "webhook" must be an http(s) URL (value not shown: it is a secret)`,
@@ -108,6 +109,18 @@ export const parseRoutes = (
       `route ${catchAll + 1} matches every app, so the routes after it ` +
         'would never be used: give it "apps" or "orgs", or move it last',
     )
+  // `"apps": "*"` in every org takes every alert about an app first.
+  const everyApp = routes.findIndex(
+    (route) => route.orgs === undefined && route.apps?.includes("*") === true,
+  )
+  const shadowed = routes.findIndex(
+    (route, index) => index > everyApp && route.apps !== undefined,
+  )
+  if (everyApp !== -1 && shadowed !== -1)
+    return Either.left(
+      `route ${shadowed + 1} can never match: route ${everyApp + 1} takes ` +
+        "every app first",
+    )
   return Either.right(routes)
 }
 
@@ -134,6 +147,17 @@ export const withDefaultRoute = (
     },
   ])
 }
+
+/** Routes naming an org that is not watched: they could never match. */
+export const unwatchedOrgs = (
+  routes: ReadonlyArray<DiscordRoute>,
+  watched: ReadonlyArray<string>,
+): ReadonlyArray<string> =>
+  routes.flatMap((route, index) =>
+    (route.orgs ?? [])
+      .filter((org) => !watched.includes(org))
+      .map((org) => `route ${index + 1} names org "${org}"`),
+  )
 
 /**
  * The route of an alert: the first whose apps and orgs both match. An

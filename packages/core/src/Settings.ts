@@ -12,6 +12,7 @@ import {
   isHttpUrl,
   withDefaultRoute,
   parseRoutes,
+  unwatchedOrgs,
 } from "./Routes.ts"
 import { SilenceSettings } from "./Silences.ts"
 import { StormSettings } from "./Storms.ts"
@@ -91,7 +92,10 @@ const flyOrgs = Config.all({
       }
       const problems = [
         Option.isNone(token)
-          ? ConfigError.MissingData(["FLY_API_TOKEN"], "required")
+          ? ConfigError.MissingData(
+              ["FLY_API_TOKEN"],
+              "required, or FLY_ORGS for several orgs",
+            )
           : hasControlCharacter(token.value)
             ? ConfigError.InvalidData(["FLY_API_TOKEN"], CONTROL_CHARACTER)
             : undefined,
@@ -147,7 +151,7 @@ export const DiscordSettings = Config.all({
         problem === "missing"
           ? ConfigError.MissingData(
               ["DISCORD_WEBHOOK_URL"],
-              "required unless DISCORD_ROUTES ends with a route for every app",
+              "required, or a last route in DISCORD_ROUTES for every app",
             )
           : ConfigError.InvalidData(
               ["DISCORD_WEBHOOK_URL"],
@@ -376,7 +380,24 @@ export const CoreSettings = Config.all([
   Config.suspend(() => SilenceSettings),
   Config.suspend(() => StormSettings),
   Config.suspend(() => ThrottleSettings),
-])
+]).pipe(
+  Config.mapOrFail((settings) => {
+    const [fly, discord] = settings
+    const unwatched = unwatchedOrgs(
+      discord.routes,
+      fly.orgs.map((org) => org.slug),
+    )
+    return unwatched.length === 0
+      ? Either.right(settings)
+      : Either.left(
+          ConfigError.InvalidData(
+            ["DISCORD_ROUTES"],
+            `${unwatched.join(", ")}, which is not watched ` +
+              `(watched: ${fly.orgs.map((org) => org.slug).join(", ")})`,
+          ),
+        )
+  }),
+)
 
 /**
  * One line per problem, each naming its variable, for a runtime to print
@@ -397,7 +418,10 @@ export const describeConfigError = (
     invalidDataCase: (_, path, message) => [
       `${path.join(".")}: invalid: ${message}`,
     ],
-    missingDataCase: (_, path) => [`${path.join(".")}: missing (required)`],
+    // Our own messages say what else would do ("required, or …").
+    missingDataCase: (_, path, message) => [
+      `${path.join(".")}: missing (${message.startsWith("required") ? message : "required"})`,
+    ],
     sourceUnavailableCase: (_, path, message) => [
       `${path.join(".")}: could not be read: ${message}`,
     ],

@@ -877,7 +877,7 @@ describe("FLY_ORGS", () => {
       assert.deepStrictEqual(
         yield* read({ FLY_ORGS: " " }),
         Either.left([
-          "FLY_API_TOKEN: missing (required)",
+          "FLY_API_TOKEN: missing (required, or FLY_ORGS for several orgs)",
           "FLY_ORG_SLUG: missing (required)",
         ]),
       )

@@ -182,7 +182,7 @@ describe("DISCORD_ROUTES", () => {
           DISCORD_WEBHOOK_URL: "https://discord.test/api/webhooks/9/fallback",
           DISCORD_ROUTES: JSON.stringify([
             { name: "web team", apps: ["web-*"], webhook: secret },
-            { orgs: ["acme-staging"], webhook: `${secret}2` },
+            { orgs: [ORG], webhook: `${secret}2` },
           ]),
         })
         assert.deepStrictEqual(
@@ -196,7 +196,7 @@ describe("DISCORD_ROUTES", () => {
           ),
           Either.right([
             ["web team", ["web-*"], undefined, secret],
-            ["route 2", undefined, ["acme-staging"], `${secret}2`],
+            ["route 2", undefined, [ORG], `${secret}2`],
             [
               "default",
               undefined,
@@ -288,11 +288,39 @@ describe("DISCORD_ROUTES", () => {
         ],
         [
           {
+            ...fallback,
+            DISCORD_ROUTES: JSON.stringify([{ apps: "web-*" }]),
+          },
+          'DISCORD_ROUTES: invalid: route 1: "webhook" is missing',
+        ],
+        [
+          {
+            ...fallback,
+            DISCORD_ROUTES: JSON.stringify([
+              { apps: ["*"], webhook: secret },
+              { apps: "web-*", webhook: secret },
+            ]),
+          },
+          "DISCORD_ROUTES: invalid: route 2 can never match: route 1 takes " +
+            "every app first",
+        ],
+        [
+          {
+            ...fallback,
+            DISCORD_ROUTES: JSON.stringify([
+              { orgs: ["acme-staging"], webhook: secret },
+            ]),
+          },
+          'DISCORD_ROUTES: invalid: route 1 names org "acme-staging", which ' +
+            "is not watched (watched: acme)",
+        ],
+        [
+          {
             DISCORD_ROUTES: JSON.stringify([
               { apps: "web-*", webhook: secret },
             ]),
           },
-          "DISCORD_WEBHOOK_URL: missing (required)",
+          "DISCORD_WEBHOOK_URL: missing (required, or a last route in DISCORD_ROUTES for every app)",
         ],
         [
           {
