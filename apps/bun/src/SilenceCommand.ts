@@ -3,6 +3,7 @@ import { describeConfigError, parseDuration } from "@flymon/core/Settings"
 import {
   describeTarget,
   formatInstant,
+  MACHINE_GLOB,
   MAX_REASON,
   parseInstant,
   type Silence,
@@ -99,6 +100,8 @@ export const parseAdd = (
     return bad("give exactly one of app=<glob> (such as web-*) or machine=<id>")
   if ((app ?? machine)!.trim() === "")
     return bad(`${app === undefined ? "machine" : "app"}= is empty`)
+  if (machine !== undefined && /[*?]/.test(machine))
+    return bad(MACHINE_GLOB("machine=", "app=<glob>"))
   const target: SilenceTarget =
     app === undefined
       ? { _tag: "Machine", id: machine!.trim() }

@@ -218,6 +218,10 @@ describe("silences through the Bun runner", () => {
         ["add", "app=web-*", "until=2026-12-04T10:00"],
         'silence add: until="2026-12-04T10:00" is not a date-time with a time zone such as 2026-12-04T10:00Z',
       ],
+      [
+        ["add", "machine=web-*", "for=1h"],
+        "silence add: machine= is a machine id, matched exactly; for a glob use app=<glob> (machine names are not matched)",
+      ],
       [["list", "all"], "silence list: takes no arguments"],
       [["rm"], "silence rm: expected one id, as silence list shows it"],
     ]

@@ -35,6 +35,10 @@ export interface Silence {
 /** Longest reason accepted, in characters. */
 export const MAX_REASON = 500
 const KEYS = ["app", "machine", "until", "reason"]
+
+/** Machine ids are matched exactly; a glob there would mute nothing. */
+export const MACHINE_GLOB = (where: string, app: string) =>
+  `${where} is a machine id, matched exactly; for a glob use ${app} (machine names are not matched)`
 const EXAMPLE =
   '[{"app":"staging-*","until":"2026-12-24T00:00Z","reason":"load test"}]'
 
@@ -120,6 +124,8 @@ const parseEntry = (
   const value = app ?? machine
   if (typeof value !== "string" || value.trim() === "")
     return Either.left(`${at}: "${name}" must be a non-empty string`)
+  if (machine !== undefined && /[*?]/.test(value))
+    return Either.left(MACHINE_GLOB(`${at}: "machine"`, '"app"'))
   if (until === undefined)
     return Either.left(
       `${at}: "until" is missing; give an ISO date-time such as 2026-12-24T00:00Z`,

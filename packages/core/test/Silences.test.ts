@@ -408,6 +408,10 @@ describe("SILENCES", () => {
           'entry 1: give exactly one of "app" (a glob such as staging-*) or "machine" (a machine id)',
         ],
         [
+          '[{"machine":"web-*","until":"2026-12-24T00:00Z"}]',
+          'entry 1: "machine" is a machine id, matched exactly; for a glob use "app" (machine names are not matched)',
+        ],
+        [
           '[{"app":"","until":"2026-12-24T00:00Z"}]',
           'entry 1: "app" must be a non-empty string',
         ],
