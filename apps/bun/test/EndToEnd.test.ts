@@ -186,7 +186,10 @@ describe("the Bun runner, end to end", () => {
     const second = await runCli(["--once", "--dry-run"], env(), { cwd: dir })
     assert.deepStrictEqual([first.code, second.code], [0, 0])
     assert.strictEqual(discord.requests.length, 0)
-    assert.include(first.stdout, '"content": "Now watching org `demo-org`')
+    assert.include(
+      first.stdout,
+      '# route: default\n{\n  "username": "Fly Machine Monitor",\n  "allowed_mentions": {\n    "parse": []\n  },\n  "content": "Now watching org `demo-org`',
+    )
     assert.include(second.stdout, '"allowed_mentions": {')
     assert.include(
       second.stdout,

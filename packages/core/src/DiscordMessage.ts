@@ -218,7 +218,6 @@ const eventLine = (event: PendingEvent, prices: PriceTable): string => {
   ]
   if (event.source.trim() !== "")
     parts.push(`by ${truncate(escapeMarkdown(event.source), 40)}`)
-  if (event.exit?.oomKilled) parts.push("out of memory")
   if (event.exit?.error)
     parts.push(truncate(escapeMarkdown(event.exit.error), 120))
   const cost = costField(event, prices)

@@ -493,12 +493,18 @@ export class Notifier extends Effect.Service<Notifier>()("@flymon/Notifier", {
     return { send }
   }),
 }) {
-  /** Prints each message instead of sending it (`--dry-run`). */
+  /**
+   * Prints each message instead of sending it (`--dry-run`), under a line
+   * naming its route (never the webhook URL).
+   */
   static readonly DryRun = Layer.succeed(
     Notifier,
     Notifier.make({
-      send: (body: DiscordPayload) =>
-        Console.log(JSON.stringify(body, null, 2)).pipe(Effect.as(undefined)),
+      send: (body: DiscordPayload, options: SendOptions = {}) =>
+        Console.log(
+          `# route: ${options.route ?? DEFAULT_ROUTE}\n` +
+            JSON.stringify(body, null, 2),
+        ).pipe(Effect.as(undefined)),
     }),
   )
 }

@@ -60,7 +60,7 @@ const exitCodes = ({ stats }: About): EmbedField => {
       ? `\n${stats.ooms} of ${plural(stats.exits, "exit")} out of memory`
       : ""
   return {
-    name: "Last exit codes",
+    name: "Last exit codes, oldest first",
     value: codes === "" ? "no exit seen" : codes + oom,
   }
 }

@@ -165,7 +165,7 @@ describe("restart storms", () => {
                 value: `32 start/exit events in 3 min, since <t:${seconds(T0 + 63 * SECOND)}:f>`,
               },
               {
-                name: "Last exit codes",
+                name: "Last exit codes, oldest first",
                 value: "1 · 1 · 1 · 1 · 1\n1 of 16 exits out of memory",
               },
               {
@@ -197,7 +197,7 @@ describe("restart storms", () => {
                   `to <t:${seconds(T0 + 653 * SECOND)}:f>; 48 since the last update`,
               },
               {
-                name: "Last exit codes",
+                name: "Last exit codes, oldest first",
                 value: "1 · 1 · 1 · 1 · 137 (OOM)\n4 of 40 exits out of memory",
               },
               { name: "State now", value: "started" },
