@@ -67,7 +67,10 @@ const PriceOverride = Schema.partialWith(PriceTable, { exact: true })
 
 /** Merges a JSON override (any subset of the table) over Fly's prices. */
 export const withOverride = (json: string): Either.Either<PriceTable, string> =>
-  Schema.decodeUnknownEither(Schema.parseJson(PriceOverride))(json).pipe(
+  // A misspelt key would silently leave Fly's price in place: refuse it.
+  Schema.decodeUnknownEither(Schema.parseJson(PriceOverride), {
+    onExcessProperty: "error",
+  })(json).pipe(
     Either.mapLeft((error) => error.message),
     Either.map((override) => ({
       ...FLY_PRICES,

@@ -112,6 +112,10 @@ describe("price estimates", () => {
     assert.approximately(formula.hourly, (2 * 2 * 1.5) / HOURS, 1e-12)
     assert.isTrue(Either.isLeft(withOverride('{"sharedCpuMonthly": "cheap"}')))
     assert.isTrue(Either.isLeft(withOverride("not json")))
+    // A misspelt key names itself instead of leaving Fly's price in place.
+    const typo = withOverride('{"sharedCpuMonthy": 2}')
+    assert.isTrue(Either.isLeft(typo))
+    assert.include(Either.isLeft(typo) ? typo.left : "", '"sharedCpuMonthy"')
   })
 
   it("formats money and durations for people", () => {
