@@ -221,20 +221,31 @@ export const parseDuration = (text: string): Duration.Duration | undefined => {
 
 const OFF = /^(off|never|none)$/i
 
-/** A positive duration variable with a default; `off` where allowed. */
+/**
+ * A positive duration variable with a default; `off` where allowed, and at
+ * least `atLeast` where a shorter one would quietly turn a feature off.
+ */
 export const durationVar = (
   name: string,
   fallback: Duration.DurationInput,
-  options: { readonly allowOff?: boolean } = {},
+  options: {
+    readonly allowOff?: boolean
+    readonly atLeast?: Duration.DurationInput
+  } = {},
 ) =>
   Config.string(name).pipe(
     Config.mapOrFail((text) => {
       if (options.allowOff && OFF.test(text.trim()))
         return Either.right(Duration.infinity)
       const duration = parseDuration(text)
-      return duration === undefined
+      if (duration === undefined)
+        return invalid(
+          `expected a duration such as "60 seconds", "30s", "5m" or "4h", got "${text}"`,
+        )
+      return options.atLeast !== undefined &&
+        Duration.lessThan(duration, options.atLeast)
         ? invalid(
-            `expected a duration such as "60 seconds", "30s", "5m" or "4h", got "${text}"`,
+            `expected at least ${Duration.format(options.atLeast)}, got "${text}"`,
           )
         : Either.right(duration)
     }),

@@ -44,7 +44,7 @@ export const countOrOff = (name: string, fallback: number, min: number) =>
 export const StormSettings = Config.suspend(() =>
   Config.all({
     events: countOrOff("STORM_EVENTS", 6, 2),
-    window: durationVar("STORM_WINDOW", "10 minutes"),
+    window: durationVar("STORM_WINDOW", "10 minutes", { atLeast: "1 minute" }),
     updateEvery: durationVar("STORM_UPDATE_EVERY", "30 minutes", {
       allowOff: true,
     }),

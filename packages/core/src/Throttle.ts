@@ -23,7 +23,7 @@ import { countOrOff } from "./Storms.ts"
 export const ThrottleSettings = Config.suspend(() =>
   Config.all({
     limit: countOrOff("APP_ALERT_LIMIT", 20, 1),
-    window: durationVar("APP_ALERT_WINDOW", "1 hour"),
+    window: durationVar("APP_ALERT_WINDOW", "1 hour", { atLeast: "1 minute" }),
   }),
 )
 export type ThrottleSettings = Config.Config.Success<typeof ThrottleSettings>

@@ -576,6 +576,9 @@ describe("restart storms", () => {
       assert.deepStrictEqual(yield* errors({ STORM_WINDOW: "10" }), [
         'STORM_WINDOW: invalid: expected a duration such as "60 seconds", "30s", "5m" or "4h", got "10"',
       ])
+      assert.deepStrictEqual(yield* errors({ STORM_WINDOW: "1ms" }), [
+        'STORM_WINDOW: invalid: expected at least 1m, got "1ms"',
+      ])
       assert.deepStrictEqual(yield* errors({ STORM_UPDATE_EVERY: "soon" }), [
         'STORM_UPDATE_EVERY: invalid: expected a duration such as "60 seconds", "30s", "5m" or "4h", got "soon"',
       ])

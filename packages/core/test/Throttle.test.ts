@@ -312,6 +312,9 @@ describe("per-app alert limit", () => {
       assert.deepStrictEqual(yield* errors({ APP_ALERT_WINDOW: "1" }), [
         'APP_ALERT_WINDOW: invalid: expected a duration such as "60 seconds", "30s", "5m" or "4h", got "1"',
       ])
+      assert.deepStrictEqual(yield* errors({ APP_ALERT_WINDOW: "10s" }), [
+        'APP_ALERT_WINDOW: invalid: expected at least 1m, got "10s"',
+      ])
     }),
   )
 })
