@@ -165,6 +165,24 @@ const appField = (event: PendingEvent, options: EmbedOptions): EmbedField => ({
   inline: true,
 })
 
+/** App, machine, region and size: what every event embed starts with. */
+const machineFields = (
+  event: PendingEvent,
+  options: EmbedOptions,
+): Array<EmbedField> => [
+  appField(event, options),
+  {
+    name: "Machine",
+    value: truncate(
+      `${safe(event.machineName, 120)} ${code(event.machineId)}`,
+      Limits.fieldValue,
+    ),
+    inline: true,
+  },
+  { name: "Region", value: safe(event.region, 40), inline: true },
+  { name: "Size", value: safe(event.size, 80), inline: true },
+]
+
 /** The embed announcing one billing-relevant event. */
 export const eventEmbed = (
   event: PendingEvent,
@@ -175,17 +193,7 @@ export const eventEmbed = (
   const who = event.machineName || event.machineId
   const seconds = Math.floor(event.timestamp / 1000)
   const fields: Array<EmbedField> = [
-    appField(event, options),
-    {
-      name: "Machine",
-      value: truncate(
-        `${safe(event.machineName, 120)} ${code(event.machineId)}`,
-        Limits.fieldValue,
-      ),
-      inline: true,
-    },
-    { name: "Region", value: safe(event.region, 40), inline: true },
-    { name: "Size", value: safe(event.size, 80), inline: true },
+    ...machineFields(event, options),
     {
       name: "Event",
       value: `${safe(event.type, 60)} / ${safe(event.status, 60)}`,
@@ -254,19 +262,7 @@ export const machineEmbed = (
     ),
     description,
     color: crashed ? Colors.crashed : headline(latest).color,
-    fields: [
-      appField(latest, options),
-      {
-        name: "Machine",
-        value: truncate(
-          `${safe(latest.machineName, 120)} ${code(latest.machineId)}`,
-          Limits.fieldValue,
-        ),
-        inline: true,
-      },
-      { name: "Region", value: safe(latest.region, 40), inline: true },
-      { name: "Size", value: safe(latest.size, 80), inline: true },
-    ],
+    fields: machineFields(latest, options),
     footer: {
       text: truncate(
         `events ${events.map((event) => event.key).join(" ")}`,

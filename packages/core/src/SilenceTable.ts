@@ -47,6 +47,19 @@ export const NoticeRow = Schema.Struct({
 const AppCountRow = Schema.Struct({ app: Schema.String, n: Schema.Number })
 const IdRow = Schema.Struct({ id: Schema.String })
 
+/** The row a SILENCES entry is stored as, when first seen at `now`. */
+export const configRow = (silence: Silence, now: number): SilenceRow => ({
+  id: silence.id,
+  source: "config",
+  app: silence.target._tag === "App" ? silence.target.glob : null,
+  machine_id: silence.target._tag === "Machine" ? silence.target.id : null,
+  ends_at: silence.until,
+  reason: silence.reason ?? null,
+  created_at: now,
+  removed_at: null,
+  ended_at: null,
+})
+
 export const toSilence = (row: SilenceRow): Silence => ({
   id: row.id,
   source: row.source,
@@ -90,19 +103,12 @@ export const silenceTable = Effect.gen(function* () {
     },
   )
 
-  const insertConfig = (silence: Silence, now: number) =>
-    write("store a silence")(
-      sql`INSERT INTO silences ${sql.insert({
-        id: silence.id,
-        source: "config",
-        app: silence.target._tag === "App" ? silence.target.glob : null,
-        machine_id:
-          silence.target._tag === "Machine" ? silence.target.id : null,
-        ends_at: silence.until,
-        reason: silence.reason ?? null,
-        created_at: now,
-      })} ON CONFLICT (id) DO NOTHING`,
+  const insertConfig = (silence: Silence, now: number) => {
+    const { removed_at: _, ended_at: __, ...row } = configRow(silence, now)
+    return write("store a silence")(
+      sql`INSERT INTO silences ${sql.insert(row)} ON CONFLICT (id) DO NOTHING`,
     )
+  }
 
   /** A config silence as SILENCES now has it; reopened: counted afresh. */
   const updateConfig = (silence: Silence, reopened: boolean) =>

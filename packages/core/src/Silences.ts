@@ -3,6 +3,7 @@ import { EventStore } from "./EventStore.ts"
 import { globToRegExp } from "./Settings.ts"
 import { endedHow, silenceEndedEmbed } from "./SilenceNotices.ts"
 import {
+  configRow,
   type EventRow,
   FOLD_PREFIX,
   NOTICE_KIND,
@@ -220,18 +221,7 @@ export const triageSilences = Effect.gen(function* () {
     const row = rows.get(silence.id)
     if (row === undefined) {
       yield* table.insertConfig(silence, now)
-      rows.set(silence.id, {
-        id: silence.id,
-        source: "config",
-        app: silence.target._tag === "App" ? silence.target.glob : null,
-        machine_id:
-          silence.target._tag === "Machine" ? silence.target.id : null,
-        ends_at: silence.until,
-        reason: silence.reason ?? null,
-        created_at: now,
-        removed_at: null,
-        ended_at: null,
-      })
+      rows.set(silence.id, configRow(silence, now))
       continue
     }
     // Ended, then given a later `until`: a new silence as far as counts go.
