@@ -1,16 +1,19 @@
 import * as SqlClient from "@effect/sql/SqlClient"
-import type { SqlError } from "@effect/sql/SqlError"
-import { Chunk, Data, Effect, type ParseResult, Schema } from "effect"
+import { Chunk, Effect, Schema } from "effect"
 import type { ExitDetails, Guest } from "./Domain.ts"
+import {
+  decodeRows,
+  IN_CHUNK,
+  StoreError,
+  storeFailure,
+  updateInChunks,
+} from "./StoreSql.ts"
+import { noticeStatements } from "./StoreNotices.ts"
+import { runStatements } from "./StoreRuns.ts"
 
-export class StoreError extends Data.TaggedError("StoreError")<{
-  readonly operation: string
-  readonly cause: SqlError | ParseResult.ParseError
-}> {
-  override get message() {
-    return `event store: ${this.operation} failed: ${this.cause.message}`
-  }
-}
+export { StoreError }
+export type { Notice } from "./StoreNotices.ts"
+export type { Run } from "./StoreRuns.ts"
 
 /** What the store remembers of a machine between passes. */
 export interface MachineRecord {
@@ -51,30 +54,6 @@ export interface PendingEvent extends NewEvent {
   readonly guest: Guest | undefined
 }
 
-/** A stretch of time a machine spent started. */
-export interface Run {
-  readonly machineId: string
-  readonly app: string
-  readonly startedAt: number
-  readonly stoppedAt: number | null
-  readonly runawayAlerts: number
-  readonly lastAlertAt: number | null
-  readonly resolvedAt: number | null
-  readonly autoStopAt: number | null
-}
-
-/** An alert that is not one Fly event: a runaway machine, a budget, … */
-export interface Notice {
-  readonly key: string
-  readonly kind: string
-  readonly createdAt: number
-  readonly silent: boolean
-  readonly embed: unknown
-  /** The app (and org) it is about: it takes that app's Discord route. */
-  readonly app?: string | undefined
-  readonly org?: string | undefined
-}
-
 const MachineRow = Schema.Struct({
   id: Schema.String,
   app: Schema.String,
@@ -89,38 +68,6 @@ const MachineRow = Schema.Struct({
   memory_mb: Schema.NullOr(Schema.Number),
   gpu_kind: Schema.NullOr(Schema.String),
   gpus: Schema.NullOr(Schema.Number),
-  org: Schema.NullOr(Schema.String),
-})
-
-const RunRow = Schema.Struct({
-  machine_id: Schema.String,
-  app: Schema.String,
-  started_at: Schema.Number,
-  stopped_at: Schema.NullOr(Schema.Number),
-  runaway_alerts: Schema.Number,
-  last_alert_at: Schema.NullOr(Schema.Number),
-  resolved_at: Schema.NullOr(Schema.Number),
-  auto_stop_at: Schema.NullOr(Schema.Number),
-})
-
-const toRun = (row: typeof RunRow.Type): Run => ({
-  machineId: row.machine_id,
-  app: row.app,
-  startedAt: row.started_at,
-  stoppedAt: row.stopped_at,
-  runawayAlerts: row.runaway_alerts,
-  lastAlertAt: row.last_alert_at,
-  resolvedAt: row.resolved_at,
-  autoStopAt: row.auto_stop_at,
-})
-
-const NoticeRow = Schema.Struct({
-  key: Schema.String,
-  kind: Schema.String,
-  created_at: Schema.Number,
-  silent: Schema.Number,
-  embed: Schema.String,
-  app: Schema.NullOr(Schema.String),
   org: Schema.NullOr(Schema.String),
 })
 
@@ -193,9 +140,6 @@ const toNewEvent = (row: EventRow): NewEvent => ({
 const flag = (value: boolean | undefined) =>
   value === undefined ? null : value ? 1 : 0
 
-// D1 accepts at most 100 bound parameters in one statement.
-const IN_CHUNK = 50
-
 export class EventStore extends Effect.Service<EventStore>()(
   "@flymon/EventStore",
   {
@@ -206,16 +150,8 @@ export class EventStore extends Effect.Service<EventStore>()(
           "cpu_kind, cpus, memory_mb, gpu_kind, gpus, org",
       )
 
-      const fail =
-        (operation: string) => (cause: SqlError | ParseResult.ParseError) =>
-          new StoreError({ operation, cause })
-
-      const decode =
-        <A, I>(schema: Schema.Schema<A, I>, operation: string) =>
-        (rows: ReadonlyArray<unknown>) =>
-          Schema.decodeUnknown(Schema.Array(schema))(rows).pipe(
-            Effect.mapError(fail(operation)),
-          )
+      const fail = storeFailure
+      const decode = decodeRows
 
       const machines = Effect.fn("EventStore.machines")(function* () {
         const rows = yield* sql`SELECT ${MACHINE_COLUMNS} FROM machines`.pipe(
@@ -397,21 +333,7 @@ export class EventStore extends Effect.Service<EventStore>()(
         },
       )
 
-      const updateKeys = (
-        operation: string,
-        keys: ReadonlyArray<string>,
-        statement: (
-          chunk: ReadonlyArray<string>,
-        ) => Effect.Effect<unknown, SqlError>,
-      ) =>
-        Effect.forEach(
-          Chunk.chunksOf(Chunk.fromIterable(keys), IN_CHUNK),
-          (chunk) =>
-            statement(Chunk.toArray(chunk)).pipe(
-              Effect.mapError(fail(operation)),
-            ),
-          { discard: true },
-        )
+      const updateKeys = updateInChunks
 
       const markNotified = Effect.fn("EventStore.markNotified")(function* (
         keys: ReadonlyArray<string>,
@@ -532,225 +454,6 @@ export class EventStore extends Effect.Service<EventStore>()(
         )
       })
 
-      const RUN_COLUMNS = sql.literal(
-        "machine_id, app, started_at, stopped_at, runaway_alerts, " +
-          "last_alert_at, resolved_at, auto_stop_at",
-      )
-      const readRuns = (operation: string) => (rows: ReadonlyArray<unknown>) =>
-        Effect.map(decode(RunRow, operation)(rows), (decoded) =>
-          decoded.map(toRun),
-        )
-
-      const openRuns = Effect.fn("EventStore.openRuns")(function* () {
-        return yield* sql`SELECT ${RUN_COLUMNS} FROM runs
-          WHERE stopped_at IS NULL`.pipe(
-          Effect.mapError(fail("read runs")),
-          Effect.flatMap(readRuns("read runs")),
-        )
-      })
-
-      /** Runs that overlap `[from, now]`: still open, or stopped since. */
-      const runsSince = Effect.fn("EventStore.runsSince")(function* (
-        from: number,
-      ) {
-        return yield* sql`SELECT ${RUN_COLUMNS} FROM runs
-          WHERE stopped_at IS NULL OR stopped_at >= ${from}`.pipe(
-          Effect.mapError(fail("read runs")),
-          Effect.flatMap(readRuns("read runs")),
-        )
-      })
-
-      /** Runs that were announced as runaway and have since stopped. */
-      const unresolvedRunaways = Effect.fn("EventStore.unresolvedRunaways")(
-        function* () {
-          return yield* sql`SELECT ${RUN_COLUMNS} FROM runs
-            WHERE runaway_alerts > 0 AND stopped_at IS NOT NULL
-              AND resolved_at IS NULL`.pipe(
-            Effect.mapError(fail("read runs")),
-            Effect.flatMap(readRuns("read runs")),
-          )
-        },
-      )
-
-      const openRun = Effect.fn("EventStore.openRun")(function* (
-        machineId: string,
-        app: string,
-        startedAt: number,
-      ) {
-        yield* sql`INSERT INTO runs ${sql.insert({
-          machine_id: machineId,
-          app,
-          started_at: startedAt,
-        })} ON CONFLICT (machine_id, started_at) DO NOTHING`.pipe(
-          Effect.mapError(fail("open run")),
-        )
-      })
-
-      /** Ends the machine's open run; its start, if there was one. */
-      const closeRun = Effect.fn("EventStore.closeRun")(function* (
-        machineId: string,
-        stoppedAt: number,
-      ) {
-        const rows = yield* sql`UPDATE runs SET stopped_at = ${stoppedAt}
-          WHERE machine_id = ${machineId} AND stopped_at IS NULL
-          RETURNING started_at`.pipe(Effect.mapError(fail("close run")))
-        const startedAt = rows[0]?.started_at
-        return typeof startedAt === "number" ? startedAt : undefined
-      })
-
-      const updateRun = Effect.fn("EventStore.updateRun")(function* (
-        run: Pick<Run, "machineId" | "startedAt">,
-        fields: Partial<
-          Pick<
-            Run,
-            "runawayAlerts" | "lastAlertAt" | "resolvedAt" | "autoStopAt"
-          >
-        >,
-      ) {
-        const columns = {
-          ...(fields.runawayAlerts === undefined
-            ? {}
-            : { runaway_alerts: fields.runawayAlerts }),
-          ...(fields.lastAlertAt === undefined
-            ? {}
-            : { last_alert_at: fields.lastAlertAt }),
-          ...(fields.resolvedAt === undefined
-            ? {}
-            : { resolved_at: fields.resolvedAt }),
-          ...(fields.autoStopAt === undefined
-            ? {}
-            : { auto_stop_at: fields.autoStopAt }),
-        }
-        if (Object.keys(columns).length === 0) return
-        yield* sql`UPDATE runs SET ${sql.update(columns)}
-          WHERE machine_id = ${run.machineId}
-            AND started_at = ${run.startedAt}`.pipe(
-          Effect.mapError(fail("update run")),
-        )
-      })
-
-      /** Queues a notice once per key; true when it was new. */
-      const addNotice = Effect.fn("EventStore.addNotice")(function* (
-        notice: Notice,
-      ) {
-        const rows = yield* sql`INSERT INTO notices ${sql.insert({
-          key: notice.key,
-          kind: notice.kind,
-          created_at: notice.createdAt,
-          silent: notice.silent ? 1 : 0,
-          embed: JSON.stringify(notice.embed),
-          app: notice.app ?? null,
-          org: notice.org ?? null,
-        })} ON CONFLICT (key) DO NOTHING RETURNING key`.pipe(
-          Effect.mapError(fail("add notice")),
-        )
-        return rows.length > 0
-      })
-
-      const claimNoticeRows = (
-        operation: string,
-        options: {
-          readonly now: number
-          readonly claimMs: number
-          readonly limit: number
-          readonly olderThan?: number
-        },
-      ) =>
-        Effect.gen(function* () {
-          const stale =
-            options.olderThan === undefined
-              ? sql.literal("")
-              : sql`AND created_at < ${options.olderThan}`
-          const rows = yield* sql`UPDATE notices
-            SET claimed_until = ${options.now + options.claimMs}
-            WHERE key IN (
-              SELECT key FROM notices
-              WHERE notified_at IS NULL ${stale}
-                AND (claimed_until IS NULL OR claimed_until < ${options.now})
-              ORDER BY created_at, key
-              LIMIT ${options.limit})
-            RETURNING key, kind, created_at, silent, embed, app, org`.pipe(
-            Effect.mapError(fail(operation)),
-            Effect.flatMap(decode(NoticeRow, operation)),
-          )
-          return rows
-            .map((row): Notice => ({
-              key: row.key,
-              kind: row.kind,
-              createdAt: row.created_at,
-              silent: row.silent === 1,
-              embed: JSON.parse(row.embed),
-              ...(row.app === null ? {} : { app: row.app }),
-              ...(row.org === null ? {} : { org: row.org }),
-            }))
-            .sort((a, b) =>
-              a.createdAt === b.createdAt
-                ? a.key.localeCompare(b.key)
-                : a.createdAt - b.createdAt,
-            )
-        })
-
-      const claimNotices = Effect.fn("EventStore.claimNotices")(
-        function* (options: {
-          readonly now: number
-          readonly claimMs: number
-          readonly limit: number
-        }) {
-          return yield* claimNoticeRows("claim notices", options)
-        },
-      )
-
-      const markNoticesNotified = Effect.fn("EventStore.markNoticesNotified")(
-        function* (keys: ReadonlyArray<string>, now: number) {
-          yield* updateKeys(
-            "mark notices delivered",
-            keys,
-            (chunk) => sql`UPDATE notices
-              SET notified_at = ${now}, claimed_until = NULL
-              WHERE key IN ${sql.in(chunk)}`,
-          )
-        },
-      )
-
-      const releaseNotices = Effect.fn("EventStore.releaseNotices")(function* (
-        keys: ReadonlyArray<string>,
-      ) {
-        yield* updateKeys(
-          "release notices",
-          keys,
-          (chunk) => sql`UPDATE notices SET claimed_until = NULL
-            WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
-        )
-      })
-
-      /** Claims undelivered notices created before `olderThan`, oldest first. */
-      const claimStaleNotices = Effect.fn("EventStore.claimStaleNotices")(
-        function* (options: {
-          readonly now: number
-          readonly claimMs: number
-          readonly olderThan: number
-          readonly limit: number
-        }) {
-          return yield* claimNoticeRows("claim stale notices", options)
-        },
-      )
-
-      /** Settles notices without their own message, as `giveUp` does. */
-      const giveUpNotices = Effect.fn("EventStore.giveUpNotices")(function* (
-        keys: ReadonlyArray<string>,
-        why: string,
-        now: number,
-      ) {
-        yield* updateKeys(
-          "settle undeliverable notices",
-          keys,
-          (chunk) => sql`UPDATE notices
-            SET notified_at = ${now}, claimed_until = NULL,
-              delivery_error = ${why}
-            WHERE key IN ${sql.in(chunk)} AND notified_at IS NULL`,
-        )
-      })
-
       const count = (table: "events" | "machines" | "runs" | "notices") =>
         sql<{ n: number }>`SELECT COUNT(*) AS n FROM ${sql(table)}`.pipe(
           Effect.map((rows) => Number(rows[0]?.n ?? 0)),
@@ -812,20 +515,10 @@ export class EventStore extends Effect.Service<EventStore>()(
       )
 
       return {
+        ...runStatements(sql),
+        ...noticeStatements(sql),
         rowCounts,
         cleanup,
-        openRuns,
-        runsSince,
-        unresolvedRunaways,
-        openRun,
-        closeRun,
-        updateRun,
-        addNotice,
-        claimNotices,
-        markNoticesNotified,
-        releaseNotices,
-        claimStaleNotices,
-        giveUpNotices,
         machines,
         saveMachine,
         insertEvents,
