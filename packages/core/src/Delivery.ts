@@ -327,7 +327,9 @@ export const deliverReport = Effect.gen(function* () {
       const perRoute = new Map<DiscordRoute, Array<PendingEvent>>()
       for (const event of claimed) {
         const route = routeFor(routes, event)
-        perRoute.set(route, [...(perRoute.get(route) ?? []), event])
+        const mine = perRoute.get(route)
+        if (mine === undefined) perRoute.set(route, [event])
+        else mine.push(event)
       }
       const messages = [...perRoute].flatMap(([route, mine]) => {
         const alerts = byMachine(mine).map((group): Alert => ({
@@ -360,23 +362,29 @@ export const deliverReport = Effect.gen(function* () {
       })
       if (claimed.length === 0) break
       // Per route, digests go quietly (no notification sound); alerts do not.
-      const groups = new Map<string, Array<Notice>>()
+      const groups = new Map<
+        string,
+        { route: DiscordRoute; silent: boolean; notices: Array<Notice> }
+      >()
       for (const notice of claimed) {
         const route = routeFor(routes, notice)
         const id = `${route.name}\u0000${notice.silent}`
-        groups.set(id, [...(groups.get(id) ?? []), notice])
+        const group = groups.get(id)
+        if (group === undefined)
+          groups.set(id, { route, silent: notice.silent, notices: [notice] })
+        else group.notices.push(notice)
       }
       const messages = [...groups.values()].flatMap((group) => {
-        const alerts = group.map((notice): Alert => ({
+        const alerts = group.notices.map((notice): Alert => ({
           keys: [notice.key],
           embed: notice.embed as Embed,
           at: notice.createdAt,
-          route: routeFor(routes, notice),
+          route: group.route,
         }))
         return pack(alerts.map((alert) => alert.embed)).map(
           (indexes): Message => ({
             alerts: indexes.map((i) => alerts[i]!),
-            ...(group[0]!.silent ? { flags: SUPPRESS_NOTIFICATIONS } : {}),
+            ...(group.silent ? { flags: SUPPRESS_NOTIFICATIONS } : {}),
           }),
         )
       })

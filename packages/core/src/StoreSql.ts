@@ -51,11 +51,8 @@ export const readRows =
     statement: Effect.Effect<ReadonlyArray<unknown>, SqlError>,
   ): Effect.Effect<ReadonlyArray<A>, StoreError> =>
     statement.pipe(
-      Effect.flatMap(Schema.decodeUnknown(Schema.Array(schema))),
-      Effect.mapError(
-        (cause: SqlError | ParseResult.ParseError) =>
-          new StoreError({ operation, cause }),
-      ),
+      Effect.mapError(storeFailure(operation)),
+      Effect.flatMap(decodeRows(schema, operation)),
     )
 
 /** Runs a statement for its effect; failures name `operation`. */
@@ -64,7 +61,4 @@ export const writeRows =
   (
     statement: Effect.Effect<unknown, SqlError>,
   ): Effect.Effect<void, StoreError> =>
-    statement.pipe(
-      Effect.asVoid,
-      Effect.mapError((cause) => new StoreError({ operation, cause })),
-    )
+    statement.pipe(Effect.asVoid, Effect.mapError(storeFailure(operation)))
