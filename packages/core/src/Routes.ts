@@ -159,6 +159,17 @@ export const unwatchedOrgs = (
       .map((org) => `route ${index + 1} names org "${org}"`),
   )
 
+// Every alert is routed: each glob is compiled once, not per alert.
+const patterns = new Map<string, RegExp>()
+const patternOf = (glob: string): RegExp => {
+  let pattern = patterns.get(glob)
+  if (pattern === undefined) {
+    pattern = globToRegExp(glob)
+    patterns.set(glob, pattern)
+  }
+  return pattern
+}
+
 /**
  * The route of an alert: the first whose apps and orgs both match. An
  * alert about no app in particular (a digest, a budget) skips routes that
@@ -172,7 +183,7 @@ export const routeFor = (
     (route) =>
       (route.apps === undefined ||
         (target.app !== undefined &&
-          route.apps.some((glob) => globToRegExp(glob).test(target.app!)))) &&
+          route.apps.some((glob) => patternOf(glob).test(target.app!)))) &&
       (route.orgs === undefined ||
         (target.org !== undefined && route.orgs.includes(target.org))),
   )
